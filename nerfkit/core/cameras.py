@@ -1,0 +1,145 @@
+"""Pinhole cameras and ray generation (Blender/OpenGL convention), and LLFF NDC rays.
+
+Conventions:
+  * Camera-to-world matrices ``c2w`` are ``[3, 4]`` (rotation | translation) in the OpenGL/Blender
+    convention: the camera looks down its local ``-z`` axis, ``+y`` is up, ``+x`` is right.
+  * Pixel ``(col, row) = (u, v)`` covers ``[u, u+1) x [v, v+1)``; its centre is ``(u+0.5, v+0.5)``.
+  * Ray directions have unit depth along the optical axis (camera-space ``z = -1``), so the ray
+    parameter ``t`` is the z-depth; ``viewdirs`` are the normalised directions.
+
+NDC follows Mildenhall et al., "NeRF: Representing Scenes as Neural Radiance Fields for View
+Synthesis" (ECCV 2020), Appendix C.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nerfkit.core.rays import Rays, make_rays
+
+
+class Cameras(NamedTuple):
+    """A set of ``N`` pinhole cameras sharing one image size.
+
+    Attributes:
+      c2w: ``[N, 3, 4]`` camera-to-world matrices (OpenGL convention).
+      fx, fy: ``[N]`` focal lengths in pixels.
+      cx, cy: ``[N]`` principal point in pixels (``W/2``, ``H/2`` for a centred sensor).
+      width, height: image size in pixels (Python ints, static under jit).
+    """
+
+    c2w: jax.Array
+    fx: jax.Array
+    fy: jax.Array
+    cx: jax.Array
+    cy: jax.Array
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.c2w.shape[0])
+
+    def __getitem__(self, idx) -> "Cameras":
+        idx = np.atleast_1d(np.asarray(idx))
+        return Cameras(self.c2w[idx], self.fx[idx], self.fy[idx], self.cx[idx], self.cy[idx],
+                       self.width, self.height)
+
+    def scaled(self, factor: float) -> "Cameras":
+        """Cameras for images resized by ``factor`` (e.g. 0.25 for a 4x downscale)."""
+        return Cameras(self.c2w, self.fx * factor, self.fy * factor, self.cx * factor,
+                       self.cy * factor, int(round(self.width * factor)),
+                       int(round(self.height * factor)))
+
+
+def make_cameras(c2w, focal_x, focal_y, width: int, height: int, cx=None, cy=None) -> Cameras:
+    """Builds :class:`Cameras` from ``[N,3,4]`` (or ``[N,4,4]``) poses and scalar/``[N]`` intrinsics."""
+    c2w = np.asarray(c2w, np.float32)[:, :3, :4]
+    n = c2w.shape[0]
+    full = lambda v, d: np.broadcast_to(np.asarray(d if v is None else v, np.float32), (n,)).copy()
+    return Cameras(c2w, full(focal_x, 0), full(focal_y, 0), full(cx, width / 2.0),
+                   full(cy, height / 2.0), int(width), int(height))
+
+
+def pixel_directions(u: jax.Array, v: jax.Array, fx, fy, cx, cy) -> jax.Array:
+    """Camera-space directions ``[..., 3]`` through continuous pixel coordinates ``u, v [...]``.
+
+    The direction has ``z = -1`` (OpenGL), ``+x`` right and ``+y`` up (image rows grow downward).
+    """
+    x = (u - cx) / fx
+    y = -(v - cy) / fy
+    return jnp.stack([x, y, -jnp.ones_like(x)], axis=-1)
+
+
+def camera_rays(
+    c2w: jax.Array,
+    u: jax.Array,
+    v: jax.Array,
+    fx,
+    fy,
+    cx,
+    cy,
+    near: float,
+    far: float,
+    time: Optional[jax.Array] = None,
+) -> Rays:
+    """World-space rays through pixel coordinates.
+
+    Args:
+      c2w: ``[..., 3, 4]`` camera-to-world matrices, broadcastable against ``u``.
+      u, v: ``[...]`` continuous pixel coordinates (``+0.5`` for centres, jitter for training).
+      fx, fy, cx, cy: intrinsics broadcastable against ``u``.
+      near, far: integration bounds along ``t``.
+      time: optional ``[...]`` per-ray time.
+    Returns:
+      :class:`Rays` with batch shape ``u.shape``.
+    """
+    d_cam = pixel_directions(u, v, fx, fy, cx, cy)
+    rot = c2w[..., :3, :3]
+    directions = jnp.einsum("...ij,...j->...i", rot, d_cam)
+    origins = jnp.broadcast_to(c2w[..., :3, 3], directions.shape)
+    t = None if time is None else jnp.asarray(time)[..., None]
+    return make_rays(origins, directions, near, far, t)
+
+
+def image_rays(cameras: Cameras, index: int, near: float, far: float,
+               time: Optional[float] = None) -> Rays:
+    """All pixel-centre rays of camera ``index``, batch shape ``[H, W]``."""
+    v, u = jnp.meshgrid(jnp.arange(cameras.height, dtype=jnp.float32) + 0.5,
+                        jnp.arange(cameras.width, dtype=jnp.float32) + 0.5, indexing="ij")
+    c2w = jnp.asarray(cameras.c2w[index])
+    tt = None if time is None else jnp.full(u.shape, time, jnp.float32)
+    return camera_rays(c2w, u, v, cameras.fx[index], cameras.fy[index], cameras.cx[index],
+                       cameras.cy[index], near, far, tt)
+
+
+def ndc_rays(origins: jax.Array, directions: jax.Array, focal: float, width: int, height: int,
+             near_plane: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """Maps world rays to normalised device coordinates (forward-facing scenes).
+
+    The frustum ``z in (-inf, -near_plane]`` maps to the cube ``[-1, 1]^3``; rays are first moved
+    to the near plane. NeRF paper, Appendix C, eqs. (25)-(26).
+
+    Args:
+      origins, directions: ``[..., 3]`` world-space rays (camera looks down ``-z``).
+      focal: focal length in pixels; width, height: image size in pixels.
+      near_plane: the world-space depth mapped to NDC ``z = -1``.
+    Returns:
+      ``(origins_ndc, directions_ndc)``, each ``[..., 3]``; NDC ``t`` runs over ``[0, 1]``.
+    """
+    t = -(near_plane + origins[..., 2]) / directions[..., 2]
+    o = origins + t[..., None] * directions
+    ox, oy, oz = o[..., 0], o[..., 1], o[..., 2]
+    dx, dy, dz = directions[..., 0], directions[..., 1], directions[..., 2]
+    ax = -2.0 * focal / width
+    ay = -2.0 * focal / height
+    o0 = ax * ox / oz
+    o1 = ay * oy / oz
+    o2 = 1.0 + 2.0 * near_plane / oz
+    d0 = ax * (dx / dz - ox / oz)
+    d1 = ay * (dy / dz - oy / oz)
+    d2 = -2.0 * near_plane / oz
+    return jnp.stack([o0, o1, o2], -1), jnp.stack([d0, d1, d2], -1)

@@ -1,0 +1,59 @@
+"""The ray batch pytree shared by every sampler, model and renderer."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+
+class Rays(NamedTuple):
+    """A batch of rays; every field has the same leading batch shape ``[...]``.
+
+    Attributes:
+      origins: ``[..., 3]`` ray origins in world units.
+      directions: ``[..., 3]`` ray directions, *not* normalised: a point at parameter ``t`` is
+        ``origins + t * directions``. For pinhole cameras the direction has unit z-depth in camera
+        space, so ``t`` is the depth along the optical axis (NeRF's convention).
+      viewdirs: ``[..., 3]`` unit-length view directions (``directions / |directions|``).
+      near: ``[..., 1]`` start of the integration interval, in units of ``t``.
+      far: ``[..., 1]`` end of the integration interval.
+      time: optional ``[..., 1]`` normalised time in ``[0, 1]`` for dynamic scenes.
+    """
+
+    origins: jax.Array
+    directions: jax.Array
+    viewdirs: jax.Array
+    near: jax.Array
+    far: jax.Array
+    time: Optional[jax.Array] = None
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.origins.shape[:-1]
+
+    def reshape(self, *shape: int) -> "Rays":
+        """Reshapes the batch dimensions of every field (the trailing feature dim is kept)."""
+        return jax.tree_util.tree_map(lambda x: x.reshape(*shape, x.shape[-1]), self)
+
+
+def make_rays(
+    origins: jax.Array,
+    directions: jax.Array,
+    near: float | jax.Array,
+    far: float | jax.Array,
+    time: Optional[jax.Array] = None,
+) -> Rays:
+    """Builds :class:`Rays` from origins ``[...,3]`` and directions ``[...,3]``.
+
+    ``near``/``far`` may be scalars or ``[..., 1]`` arrays; ``time`` a scalar-per-ray ``[..., 1]``.
+    """
+    batch = origins.shape[:-1]
+    norm = jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    viewdirs = directions / jnp.maximum(norm, 1e-12)
+    near = jnp.broadcast_to(jnp.asarray(near, origins.dtype), (*batch, 1))
+    far = jnp.broadcast_to(jnp.asarray(far, origins.dtype), (*batch, 1))
+    if time is not None:
+        time = jnp.broadcast_to(jnp.asarray(time, origins.dtype).reshape(*batch, 1), (*batch, 1))
+    return Rays(origins, directions, viewdirs, near, far, time)

@@ -1,0 +1,1 @@
+"""Dataset parsers: each format becomes the same :class:`~nerfkit.data.scene.Scene`."""
