@@ -44,7 +44,9 @@ class Cameras(NamedTuple):
         return int(self.c2w.shape[0])
 
     def __getitem__(self, idx) -> "Cameras":
-        idx = np.atleast_1d(np.asarray(idx))
+        """Selects cameras by int, slice, index array or boolean mask; always keeps the N axis."""
+        if not isinstance(idx, slice):
+            idx = np.atleast_1d(np.asarray(idx))
         return Cameras(self.c2w[idx], self.fx[idx], self.fy[idx], self.cx[idx], self.cy[idx],
                        self.width, self.height)
 
@@ -93,15 +95,19 @@ def camera_rays(
       u, v: ``[...]`` continuous pixel coordinates (``+0.5`` for centres, jitter for training).
       fx, fy, cx, cy: intrinsics broadcastable against ``u``.
       near, far: integration bounds along ``t``.
-      time: optional ``[...]`` per-ray time.
+      time: optional per-ray time, a scalar or any shape broadcastable to the batch shape.
     Returns:
-      :class:`Rays` with batch shape ``u.shape``.
+      :class:`Rays` with the broadcast batch shape of ``c2w[..., 0, 0]`` and ``u`` (``u.shape``
+      when ``c2w`` is a single camera).
     """
     d_cam = pixel_directions(u, v, fx, fy, cx, cy)
     rot = c2w[..., :3, :3]
     directions = jnp.einsum("...ij,...j->...i", rot, d_cam)
     origins = jnp.broadcast_to(c2w[..., :3, 3], directions.shape)
-    t = None if time is None else jnp.asarray(time)[..., None]
+    t = None
+    if time is not None:
+        # Broadcast first: a scalar time used to fail in make_rays' reshape.
+        t = jnp.broadcast_to(jnp.asarray(time, directions.dtype), directions.shape[:-1])[..., None]
     return make_rays(origins, directions, near, far, t)
 
 
