@@ -1,0 +1,1 @@
+"""The train loop, train state, checkpoints, rendering and evaluation."""

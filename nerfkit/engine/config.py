@@ -1,0 +1,175 @@
+"""Run configuration: frozen dataclasses of plain values, saved as JSON next to each run.
+
+Configs are rebuilt from JSON by field name (never by pickling live objects), so a run saved by an
+older nerfkit still loads: missing fields take today's defaults; unknown fields are a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from nerfkit.errors import ConfigError
+from nerfkit.models import MODELS, ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training a radiance-field family on a scene.
+
+    Attributes:
+      model: the family and its hyper-parameters (``--model.*``).
+      data: dataset folder (Blender ``transforms_*.json`` or LLFF ``poses_bounds.npy``); omitted:
+        the generated default scene.
+      downscale: integer image downscale (LLFF: the ``images_N`` folder; default 1, LLFF 8).
+      output: run directory (config, checkpoints, metrics, evaluations).
+      max_steps: stop after this many steps (default: the family's preset if no time limit).
+      max_minutes: stop after this much training wall-clock time (evaluation excluded).
+      resume: continue from the latest checkpoint in ``output``.
+      overwrite: delete an existing ``output`` run first (never done without this flag).
+      seed: random seed (initialisation, ray batches, sampling).
+      log_every: steps between metrics lines in ``metrics.jsonl``.
+      eval_every: steps between quick evaluations on ``eval_views`` test views (0: never).
+      eval_views: number of test views of the periodic evaluation.
+      checkpoint_every: steps between checkpoints (and one at the end).
+      keep_checkpoints: how many recent checkpoints to keep.
+      final_eval: evaluate on every test view when training ends (writes ``eval/test.json``).
+      on_nonfinite: ``stop`` (keep the last good checkpoint and exit with an error) or ``skip``
+        (drop the update of a step whose loss or gradients are not finite).
+    """
+
+    model: ModelConfig
+    data: Optional[str] = None
+    downscale: Optional[int] = None
+    output: Path = Path("runs/default")
+    max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 0
+    eval_views: int = 2
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    final_eval: bool = True
+    on_nonfinite: str = "stop"
+
+    def __post_init__(self):
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"--on-nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ConfigError(f"--max-steps must be >= 0, got {self.max_steps}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
+        if self.downscale is not None and self.downscale < 1:
+            raise ConfigError(f"--downscale must be a positive integer, got {self.downscale}")
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able values of a (nested) dataclass."""
+    if dataclasses.is_dataclass(obj):
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, ModelConfig):
+            out = {"family": obj.family, **out}
+        return out
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _convert(args[0], value, where)
+        return value
+    if isinstance(tp, type) and issubclass(tp, ModelConfig):
+        return model_config_from_dict(value, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is Path:
+        return Path(value)
+    if origin is tuple and isinstance(value, list):
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Rebuilds dataclass ``cls`` from plain values; unknown keys are a :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields) - {"family"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; "
+                          f"known keys: {sorted(fields)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items() if k in fields}
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: dict, where: str = "model") -> ModelConfig:
+    family = data.get("family") if isinstance(data, dict) else None
+    if family not in MODELS:
+        raise ConfigError(f"{where}: unknown model family {family!r}; known: {sorted(MODELS)}")
+    return from_dict(MODELS[family], data, where)
+
+
+def write_json_atomic(path: os.PathLike, obj: Any) -> None:
+    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: os.PathLike, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+
+
+def save_train_config(run_dir: Path, cfg: TrainConfig) -> None:
+    import nerfkit
+    write_json_atomic(Path(run_dir) / "config.json",
+                      {"nerfkit_version": nerfkit.__version__, "train": to_dict(cfg)})
+
+
+def load_train_config(run_dir: os.PathLike) -> TrainConfig:
+    """Loads ``RUN/config.json`` written by ``nerfkit train``."""
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{run_dir}: no such run directory")
+    data = read_json(path, "run config (is this a nerfkit run directory?)")
+    if not isinstance(data, dict) or "train" not in data:
+        raise ConfigError(f"{path}: missing the 'train' section")
+    return from_dict(TrainConfig, data["train"], f"{path}: train")

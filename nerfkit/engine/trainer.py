@@ -1,0 +1,314 @@
+"""The generic train loop around one pure jit'd step of ``(state, data, key)``.
+
+Nothing here knows about a particular family: the model renders rays and returns its loss
+(:class:`nerfkit.models.base.Model`). A run directory holds everything about a run::
+
+    RUN/config.json      resolved config (plain JSON)      RUN/metrics.jsonl  one line per log
+    RUN/scene.json       what the model knows of the scene  RUN/checkpoints/   orbax, last N kept
+    RUN/eval/<split>.json                                   evaluations
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from nerfkit.core import metrics as metrics_lib
+from nerfkit.data import load_scene
+from nerfkit.data.raysource import (PixelData, RayGeometry, pixel_data, ray_geometry,
+                                    sample_batch)
+from nerfkit.data.scene import Scene
+from nerfkit.engine import progress as progress_lib
+from nerfkit.engine.checkpoint import Checkpointer
+from nerfkit.engine.config import (TrainConfig, load_train_config, read_json, save_train_config,
+                                   to_dict, write_json_atomic)
+from nerfkit.engine.render import Renderer, evaluate
+from nerfkit.errors import CheckpointError, ConfigError, DivergenceError
+from nerfkit.models.base import Model, ModelConfig, SceneInfo
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree; donated to each step)."""
+
+    params: Any
+    buffers: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def scene_info(scene: Scene) -> SceneInfo:
+    aabb = np.asarray(scene.aabb, np.float64)
+    return SceneInfo(
+        aabb=(tuple(map(float, aabb[0])), tuple(map(float, aabb[1]))),
+        near=float(scene.near), far=float(scene.far), ndc=bool(scene.ndc),
+        white_background=bool(scene.white_background), has_time=scene.times is not None,
+        num_frames=0 if scene.times is None else int(len(np.unique(scene.times))))
+
+
+def build_model(model_cfg: ModelConfig, info: SceneInfo, seed: int
+                ) -> tuple[nnx.GraphDef, Any, Any]:
+    """Builds a model and splits it into ``(graphdef, params, buffers)``."""
+    model = model_cfg.build(info, nnx.Rngs(seed))
+    graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, buffers
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    geom: RayGeometry, batch_size: int, background: str, skip_nonfinite: bool):
+    """Returns the jit'd ``step(state, data, key, lr) -> (state, metrics)``."""
+
+    def step_fn(state: TrainState, data: PixelData, key: jax.Array, lr: jax.Array):
+        k_batch, k_pre, k_render, k_loss = jax.random.split(key, 4)
+        batch = sample_batch(data, geom, k_batch, batch_size, background)
+        model = nnx.merge(graphdef, state.params, state.buffers)
+        model.pre_step(state.step, k_pre)
+        _, _, buffers = nnx.split(model, nnx.Param, ...)
+
+        def loss_fn(params):
+            m = nnx.merge(graphdef, params, buffers)
+            out = m.render_rays(batch.rays, k_render, train=True, background=batch.background)
+            loss, aux = m.loss(out, batch.rgb, k_loss)
+            aux = dict(aux)
+            aux["psnr"] = metrics_lib.psnr(jnp.mean((out["rgb"] - batch.rgb) ** 2))
+            return loss, aux
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        opt_state = state.opt_state
+        opt_state.hyperparams["learning_rate"] = lr
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+            [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+        new = TrainState(params, buffers, opt_state, state.step + 1)
+        if skip_nonfinite:
+            old = TrainState(state.params, buffers, state.opt_state, state.step + 1)
+            new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+        aux["loss"] = loss
+        aux["finite"] = finite
+        return new, aux
+
+    return jax.jit(step_fn, donate_argnums=(0,))
+
+
+def _prepare_run_dir(cfg: TrainConfig) -> Path:
+    out = Path(cfg.output)
+    if out.exists() and any(out.iterdir()):
+        if cfg.resume:
+            return out
+        if cfg.overwrite:
+            if not (out / "config.json").exists():
+                raise ConfigError(f"{out}: refusing to --overwrite a directory that is not a "
+                                  "nerfkit run (no config.json)")
+            shutil.rmtree(out)
+        else:
+            raise ConfigError(f"{out}: run directory already exists; pass --resume to continue "
+                              "it or --overwrite to replace it")
+    elif cfg.resume:
+        raise ConfigError(f"{out}: nothing to resume (no such run)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeometry) -> None:
+    cams = scene.cameras
+    write_json_atomic(run_dir / "scene.json", {
+        "data": None if cfg.data is None else str(Path(cfg.data).absolute()),
+        "downscale": cfg.downscale,
+        "info": to_dict(scene_info(scene)),
+        "geometry": {"near": geom.near, "far": geom.far,
+                     "ndc": None if geom.ndc is None else list(geom.ndc)},
+        "train_cameras": {
+            "width": cams.width, "height": cams.height,
+            "c2w": np.asarray(cams.c2w).tolist(),
+            "intrinsics": np.stack([cams.fx, cams.fy, cams.cx, cams.cy], -1).tolist(),
+            "times": None if scene.times is None else np.asarray(scene.times).tolist(),
+        },
+        "metadata": {k: v for k, v in scene.metadata.items()
+                     if isinstance(v, (str, int, float, bool)) or v is None},
+    })
+
+
+class LoadedRun(NamedTuple):
+    """A trained run, ready to render."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    info: SceneInfo
+    geom: RayGeometry
+    scene_json: dict
+    graphdef: nnx.GraphDef
+    params: Any
+    buffers: Any
+    step: int
+
+    def renderer(self, chunk: Optional[int] = None) -> Renderer:
+        return Renderer(self.graphdef, self.params, self.buffers, self.geom,
+                        chunk or self.cfg.model.render_chunk)
+
+    def load_split(self, split: str) -> Scene:
+        """Loads ``split`` of the run's dataset (same downscale as training)."""
+        return load_scene(self.scene_json["data"], split, self.scene_json["downscale"])
+
+
+def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
+    """Loads a run's config, model and latest (or given) checkpoint."""
+    run_dir = Path(run_dir)
+    cfg = load_train_config(run_dir)
+    sj = read_json(run_dir / "scene.json", "scene description")
+    try:
+        info_d = dict(sj["info"])
+        info_d["aabb"] = tuple(tuple(v) for v in info_d["aabb"])
+        info = SceneInfo(**info_d)
+        g = sj["geometry"]
+        geom = RayGeometry(g["near"], g["far"], None if g["ndc"] is None else
+                           (float(g["ndc"][0]), int(g["ndc"][1]), int(g["ndc"][2]),
+                            float(g["ndc"][3])))
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({e})") from e
+    graphdef, params, buffers = build_model(cfg.model, info, cfg.seed)
+    tx = cfg.model.optimizer()
+    target = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
+    ckpt = Checkpointer(run_dir / "checkpoints", read_only=True)
+    if ckpt.latest_step() is None:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint found; has this run "
+                              "trained for at least one step?")
+    state = ckpt.restore(target, step)
+    ckpt.close()
+    return LoadedRun(run_dir, cfg, info, geom, sj, graphdef, state.params, state.buffers,
+                     int(state.step))
+
+
+def _progress_fraction(cfg: TrainConfig, max_steps: Optional[int], step: int,
+                       elapsed: float) -> float:
+    fr = 0.0
+    if max_steps:
+        fr = max(fr, step / max_steps)
+    if cfg.max_minutes:
+        fr = max(fr, elapsed / (60.0 * cfg.max_minutes))
+    return min(fr, 1.0)
+
+
+def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
+    """Trains ``cfg.model`` on ``cfg.data``; returns a summary (final step, metrics, eval)."""
+    run_dir = _prepare_run_dir(cfg)
+    resuming = cfg.resume and (run_dir / "config.json").exists()
+    if resuming:
+        old = load_train_config(run_dir)
+        if to_dict(old.model) != to_dict(cfg.model):
+            raise ConfigError(f"{run_dir / 'config.json'}: --resume with a different model "
+                              "config than the run was trained with")
+    model_cfg = cfg.model
+    scene = load_scene(cfg.data, "train", cfg.downscale)
+    try:
+        test_scene = load_scene(cfg.data, "test", cfg.downscale)
+    except Exception:
+        test_scene = None
+    geom = ray_geometry(scene)
+    info = scene_info(scene)
+    save_train_config(run_dir, cfg)
+    save_scene_json(run_dir, cfg, scene, geom)
+
+    graphdef, params, buffers = build_model(model_cfg, info, cfg.seed)
+    tx = model_cfg.optimizer()
+    state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    if resuming and ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+    start_step = int(state.step)
+
+    max_steps = cfg.max_steps
+    if max_steps is None and cfg.max_minutes is None:
+        max_steps = model_cfg.default_steps
+    data = pixel_data(scene)
+    step_fn = make_train_step(graphdef, tx, geom, model_cfg.batch_size, model_cfg.background,
+                              cfg.on_nonfinite == "skip")
+    base_key = jax.random.key(cfg.seed)
+    metrics_path = run_dir / "metrics.jsonl"
+    eval_idx = (np.linspace(0, len(test_scene) - 1, cfg.eval_views).round().astype(int).tolist()
+                if test_scene is not None and cfg.eval_views > 0 else [])
+
+    prog = progress_lib.TrainProgress(total_steps=max_steps, max_minutes=cfg.max_minutes,
+                                      start_step=start_step, console=console)
+    step = start_step
+    train_time = float(_previous_train_time(metrics_path)) if resuming else 0.0
+    t_resume = train_time
+    rays_per_s = 0.0
+    last: dict[str, float] = {}
+    last_saved = start_step
+    with prog, open(metrics_path, "a") as mf:
+        while True:
+            if max_steps is not None and step >= max_steps:
+                break
+            if cfg.max_minutes is not None and train_time >= 60.0 * cfg.max_minutes:
+                break
+            lr = model_cfg.learning_rate(
+                _progress_fraction(cfg, max_steps, step, train_time))
+            t0 = time.perf_counter()
+            state, aux = step_fn(state, data, jax.random.fold_in(base_key, step),
+                                 jnp.float32(lr))
+            loss = float(aux["loss"])
+            dt = time.perf_counter() - t0
+            train_time += dt
+            step += 1
+            if not bool(aux["finite"]):
+                msg = (f"non-finite loss or gradient at step {step} (loss={loss}); ")
+                if cfg.on_nonfinite == "stop":
+                    raise DivergenceError(
+                        msg + f"stopped; the last good checkpoint (step {ckpt.latest_step()}) "
+                        f"is kept in {ckpt.directory}. Lower the learning rate or pass "
+                        "--on-nonfinite skip.")
+                prog.log(msg + "update skipped")
+            rays_per_s = 0.9 * rays_per_s + 0.1 * (model_cfg.batch_size / dt) if step - start_step > 2 \
+                else model_cfg.batch_size / dt
+            last = {"loss": loss, "psnr": float(aux["psnr"]), "lr": lr, "rays_per_s": rays_per_s}
+            prog.update(step, train_time - t_resume, last)
+            if step % cfg.log_every == 0 or step == max_steps:
+                mf.write(json.dumps({"step": step, "time": train_time, **last}) + "\n")
+                mf.flush()
+            if cfg.eval_every and eval_idx and step % cfg.eval_every == 0:
+                ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom,
+                                       model_cfg.render_chunk), test_scene, eval_idx)
+                mf.write(json.dumps({"step": step, "time": train_time, "eval_psnr": ev["psnr"],
+                                     "eval_ssim": ev["ssim"]}) + "\n")
+                prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
+            if step % cfg.checkpoint_every == 0:
+                ckpt.save(step, state)
+                last_saved = step
+        if step != last_saved or ckpt.latest_step() is None:
+            ckpt.save(step, state)
+        mf.write(json.dumps({"step": step, "time": train_time, "final": True, **last}) + "\n")
+    ckpt.close()
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step,
+                               "train_seconds": train_time, **last}
+    if cfg.final_eval and test_scene is not None:
+        ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom,
+                               model_cfg.render_chunk), test_scene)
+        ev["step"] = step
+        write_json_atomic(run_dir / "eval" / "test.json", ev)
+        summary["test_psnr"] = ev["psnr"]
+        summary["test_ssim"] = ev["ssim"]
+    return summary
+
+
+def _previous_train_time(metrics_path: Path) -> float:
+    """Training seconds already spent by a resumed run (from its metrics log)."""
+    t = 0.0
+    if metrics_path.exists():
+        for line in metrics_path.read_text().splitlines():
+            try:
+                t = max(t, float(json.loads(line).get("time", 0.0)))
+            except (ValueError, AttributeError):
+                continue
+    return t

@@ -1,0 +1,1 @@
+"""Getting things out of a trained run: renders, camera paths and videos."""

@@ -1,0 +1,114 @@
+"""The small interface every model family implements, and what it is built from.
+
+A family is a :class:`ModelConfig` (a frozen dataclass of plain values, saved as JSON with each run)
+whose :meth:`ModelConfig.build` returns a :class:`Model` (a Flax NNX module). The trainer only ever
+calls the four methods of :class:`Model`; adding a family never touches the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from nerfkit.core import losses
+from nerfkit.core.rays import Rays
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneInfo:
+    """What a model may know about the scene it is built for (saved as ``scene.json``).
+
+    ``aabb`` is ``((xmin, ymin, zmin), (xmax, ymax, zmax))`` in model coordinates; ``near``/``far``
+    bound ``t``; ``ndc`` marks forward-facing scenes in normalised device coordinates.
+    """
+
+    aabb: tuple[tuple[float, float, float], tuple[float, float, float]]
+    near: float
+    far: float
+    ndc: bool = False
+    white_background: bool = True
+    has_time: bool = False
+    num_frames: int = 0
+
+
+class Model(nnx.Module):
+    """Base class of every family: rays in, colours out.
+
+    Subclasses implement :meth:`render_rays`; the others have sensible defaults.
+    """
+
+    def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
+                    background: jax.Array) -> dict[str, jax.Array]:
+        """Renders rays with batch shape ``[B]``.
+
+        Args:
+          rays: the rays; key: randomness for training-time sampling (``None`` at test time).
+          train: training mode (jittered sampling, noise); background: ``[B, 3]`` colours.
+        Returns:
+          at least ``rgb [B, 3]``, ``depth [B, 1]`` and ``acc [B, 1]``; families may add keys
+          (e.g. ``rgb_coarse``) that their :meth:`loss` uses.
+        """
+        raise NotImplementedError
+
+    def loss(self, outputs: dict[str, jax.Array], target: jax.Array,
+             key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scalar loss and metrics; default: MSE of ``rgb`` (plus ``rgb_coarse`` if present)."""
+        mse = losses.mse(outputs["rgb"], target)
+        total = mse
+        metrics = {"mse": mse}
+        if "rgb_coarse" in outputs:
+            mse_c = losses.mse(outputs["rgb_coarse"], target)
+            total = total + mse_c
+            metrics["mse_coarse"] = mse_c
+        return total, metrics
+
+    def pre_step(self, step: jax.Array, key: jax.Array) -> None:
+        """Called inside the jit'd train step before the loss, outside the gradient: update
+        non-parameter state such as occupancy grids (``nnx.Variable`` that are not ``Param``)."""
+        del step, key
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of every family's config: a frozen dataclass of plain values.
+
+    Attributes (shared by all families):
+      lr_init, lr_final: learning rate decayed log-linearly from ``lr_init`` to ``lr_final``
+        over training progress (steps or minutes); ``lr_warmup``: fraction of progress spent
+        ramping up from ``lr_init / 100``.
+      batch_size: rays per training step.
+      background: training background for RGBA scenes: ``white``, ``black`` or ``random``.
+      render_chunk: rays per render call when rendering full images.
+    """
+
+    family: ClassVar[str] = "base"
+
+    lr_init: float = 5e-4
+    lr_final: float = 5e-5
+    lr_warmup: float = 0.0
+    batch_size: int = 1024
+    background: str = "white"
+    render_chunk: int = 4096
+    default_steps: int = 200_000
+
+    def build(self, scene: SceneInfo, rngs: nnx.Rngs) -> Model:
+        raise NotImplementedError
+
+    def learning_rate(self, progress: float) -> float:
+        """Learning rate at ``progress`` in ``[0, 1]`` of training."""
+        p = min(max(progress, 0.0), 1.0)
+        lr = math.exp(math.log(self.lr_init) * (1 - p) + math.log(self.lr_final) * p)
+        if self.lr_warmup > 0 and p < self.lr_warmup:
+            lr *= 0.01 + 0.99 * math.sin(0.5 * math.pi * p / self.lr_warmup)
+        return lr
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """The optimiser; its learning rate is injected each step (``optax.inject_hyperparams``)."""
+        return optax.inject_hyperparams(optax.adam)(learning_rate=self.lr_init)

@@ -1,0 +1,1 @@
+"""Flax NNX building blocks (MLPs, encodings as modules) usable inside any field."""
