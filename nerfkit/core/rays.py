@@ -57,3 +57,14 @@ def make_rays(
     if time is not None:
         time = jnp.broadcast_to(jnp.asarray(time, origins.dtype).reshape(*batch, 1), (*batch, 1))
     return Rays(origins, directions, viewdirs, near, far, time)
+
+
+class Batch(NamedTuple):
+    """A training batch: ``rays`` with batch shape ``[B]``, target ``rgb [B, 3]`` already composited
+    onto ``background [B, 3]`` (the colour the model must composite onto as well), and optional
+    family-specific ``extras`` (e.g. a teacher's sample weights for distillation)."""
+
+    rays: Rays
+    rgb: jax.Array
+    background: jax.Array
+    extras: Optional[dict] = None

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nerfkit.core.cameras import camera_rays, ndc_rays
-from nerfkit.core.rays import Rays, make_rays
+from nerfkit.core.rays import Batch, Rays, make_rays
 from nerfkit.data.scene import Scene
 
 
@@ -42,13 +42,24 @@ class RayGeometry(NamedTuple):
     ndc: Optional[tuple[float, int, int, float]] = None  # (focal, width, height, near_plane)
 
 
-class Batch(NamedTuple):
-    """A training batch: ``rays`` with batch shape ``[B]``, target ``rgb [B, 3]`` already composited
-    onto ``background [B, 3]`` (the colour the model must composite onto as well)."""
+class PixelSource:
+    """The default training source: uniformly random pixels of all training images.
 
-    rays: Rays
-    rgb: jax.Array
-    background: jax.Array
+    A *source* is what the trainer draws batches from: ``data`` is a pytree of device arrays
+    (passed into the jit'd step as an argument, never baked in as a constant) and
+    ``sample(data, key, batch_size) -> Batch`` is a pure, jit-able function of it; the object
+    itself only holds static settings. Families with other supervision (a distillation teacher,
+    2D signals) provide their own source through :meth:`ModelConfig.data_source`.
+    """
+
+    def __init__(self, scene: Scene, background: str = "white", jitter: bool = False):
+        self.geom = ray_geometry(scene)
+        self.background = background
+        self.jitter = jitter
+        self.data = pixel_data(scene)
+
+    def sample(self, data: PixelData, key: jax.Array, batch_size: int) -> Batch:
+        return sample_batch(data, self.geom, key, batch_size, self.background, self.jitter)
 
 
 def ray_geometry(scene: Scene) -> RayGeometry:

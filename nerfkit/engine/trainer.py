@@ -27,8 +27,7 @@ from flax import nnx
 
 from nerfkit.core import metrics as metrics_lib
 from nerfkit.data import load_scene
-from nerfkit.data.raysource import (PixelData, RayGeometry, pixel_data, ray_geometry,
-                                    sample_batch)
+from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
 from nerfkit.data.scene import Scene
 from nerfkit.engine import progress as progress_lib
 from nerfkit.engine.checkpoint import Checkpointer
@@ -65,13 +64,14 @@ def build_model(model_cfg: ModelConfig, info: SceneInfo, seed: int
     return graphdef, params, buffers
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    geom: RayGeometry, batch_size: int, background: str, skip_nonfinite: bool):
-    """Returns the jit'd ``step(state, data, key, lr) -> (state, metrics)``."""
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, source: Any,
+                    batch_size: int, skip_nonfinite: bool):
+    """Returns the jit'd ``step(state, data, key, lr) -> (state, metrics)`` drawing batches of
+    ``batch_size`` from ``source`` (see :class:`~nerfkit.data.raysource.PixelSource`)."""
 
-    def step_fn(state: TrainState, data: PixelData, key: jax.Array, lr: jax.Array):
+    def step_fn(state: TrainState, data: Any, key: jax.Array, lr: jax.Array):
         k_batch, k_pre, k_render, k_loss = jax.random.split(key, 4)
-        batch = sample_batch(data, geom, k_batch, batch_size, background)
+        batch = source.sample(data, k_batch, batch_size)
         model = nnx.merge(graphdef, state.params, state.buffers)
         model.pre_step(state.step, k_pre)
         _, _, buffers = nnx.split(model, nnx.Param, ...)
@@ -79,7 +79,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         def loss_fn(params):
             m = nnx.merge(graphdef, params, buffers)
             out = m.render_rays(batch.rays, k_render, train=True, background=batch.background)
-            loss, aux = m.loss(out, batch.rgb, k_loss)
+            loss, aux = m.loss(out, batch, k_loss)
             aux = dict(aux)
             aux["psnr"] = metrics_lib.psnr(jnp.mean((out["rgb"] - batch.rgb) ** 2))
             return loss, aux
@@ -231,8 +231,9 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     max_steps = cfg.max_steps
     if max_steps is None and cfg.max_minutes is None:
         max_steps = model_cfg.default_steps
-    data = pixel_data(scene)
-    step_fn = make_train_step(graphdef, tx, geom, model_cfg.batch_size, model_cfg.background,
+    source = model_cfg.data_source(scene, cfg) or PixelSource(scene, model_cfg.background)
+    data = source.data
+    step_fn = make_train_step(graphdef, tx, source, model_cfg.batch_size,
                               cfg.on_nonfinite == "skip")
     base_key = jax.random.key(cfg.seed)
     metrics_path = run_dir / "metrics.jsonl"

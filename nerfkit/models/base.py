@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from nerfkit.core import losses
-from nerfkit.core.rays import Rays
+from nerfkit.core.rays import Batch, Rays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +57,12 @@ class Model(nnx.Module):
         """
         raise NotImplementedError
 
-    def loss(self, outputs: dict[str, jax.Array], target: jax.Array,
+    def loss(self, outputs: dict[str, jax.Array], batch: "Batch",
              key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Scalar loss and metrics; default: MSE of ``rgb`` (plus ``rgb_coarse`` if present)."""
+        """Scalar loss and metrics for ``outputs`` of :meth:`render_rays` on ``batch``
+        (:class:`~nerfkit.core.rays.Batch`); default: MSE of ``rgb`` against ``batch.rgb``
+        (plus ``rgb_coarse`` if present)."""
+        target = batch.rgb
         mse = losses.mse(outputs["rgb"], target)
         total = mse
         metrics = {"mse": mse}
@@ -68,6 +71,11 @@ class Model(nnx.Module):
             total = total + mse_c
             metrics["mse_coarse"] = mse_c
         return total, metrics
+
+    def density(self, x: jax.Array, time: Optional[jax.Array] = None) -> jax.Array:
+        """Volume density ``[...]`` at world (model-space) points ``x [..., 3]`` (radiance-field
+        families only; used by mesh export and occupancy grids)."""
+        raise NotImplementedError(f"{type(self).__name__} has no density field")
 
     def pre_step(self, step: jax.Array, key: jax.Array) -> None:
         """Called inside the jit'd train step before the loss, outside the gradient: update
@@ -108,6 +116,11 @@ class ModelConfig:
         if self.lr_warmup > 0 and p < self.lr_warmup:
             lr *= 0.01 + 0.99 * math.sin(0.5 * math.pi * p / self.lr_warmup)
         return lr
+
+    def data_source(self, scene: Any, train_cfg: Any) -> Any:
+        """Where training batches come from; ``None`` (the default) means random pixels of the
+        training images. See :class:`~nerfkit.data.raysource.PixelSource` for the protocol."""
+        return None
 
     def optimizer(self) -> optax.GradientTransformation:
         """The optimiser; its learning rate is injected each step (``optax.inject_hyperparams``)."""

@@ -73,6 +73,11 @@ class NeRFField(nnx.Module):
         self.color = MLP(cfg.width + dir_dim, cfg.view_width, 1, 3, out_activation="sigmoid",
                          rngs=rngs)
 
+    def raw_density(self, x: jax.Array) -> jax.Array:
+        """Pre-activation density ``[...]`` at ``x [..., 3]``."""
+        h = self.trunk(encodings.positional_encoding(x, self.cfg.pos_freqs, True))
+        return self.density(h)[..., 0]
+
     def __call__(self, x: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.trunk(encodings.positional_encoding(x, self.cfg.pos_freqs, True))
         raw_density = self.density(h)[..., 0]
@@ -101,6 +106,10 @@ class NeRF(Model):
                 key, raw_density.shape)
         density = jax.nn.relu(raw_density)
         return render.volume_render(density, rgb, t_edges, rays.directions, background)
+
+    def density(self, x: jax.Array, time: Optional[jax.Array] = None) -> jax.Array:
+        field = self.fine if self.fine is not None else self.coarse
+        return jax.nn.relu(field.raw_density(x))
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:
