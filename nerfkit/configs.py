@@ -10,12 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from nerfkit.engine.config import TrainConfig
+from nerfkit.models.nerdf import NeRDFConfig
 from nerfkit.models.nerf import NeRFConfig
+from nerfkit.models.ngp import NGPConfig
+from nerfkit.models.r2l import R2LConfig
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
+    "ngp": (
+        "Instant-NGP (Mueller et al. 2022): hash grid + tiny MLPs + occupancy grid. The default.",
+        TrainConfig(model=NGPConfig(), output=Path("runs/ngp"), checkpoint_every=500,
+                    eval_every=0),
+    ),
     "nerf": (
         "Vanilla NeRF (Mildenhall et al. 2020): 8x256 MLP, 64 coarse + 128 fine samples.",
         TrainConfig(model=NeRFConfig(), output=Path("runs/nerf"), eval_every=0,
                     checkpoint_every=1000),
+    ),
+    "r2l": (
+        "R2L neural light field (Wang et al. 2022): 88-layer residual MLP, one query per ray. "
+        "Distil it from a trained run with `nerfkit distill r2l --teacher RUN`.",
+        TrainConfig(model=R2LConfig(), output=Path("runs/r2l"), checkpoint_every=500),
+    ),
+    "nerdf": (
+        "NeRDF radiance distribution field (Wu et al. 2023): one query per ray, frequency-basis "
+        "density and colour. Distil it with `nerfkit distill nerdf --teacher RUN`.",
+        TrainConfig(model=NeRDFConfig(), output=Path("runs/nerdf"), checkpoint_every=500),
     ),
 }

@@ -13,6 +13,15 @@ This is the change of variables ``s(t) = integral_0^t occ(u) du``: with zero den
 occupied cells, the optical depth ``int sigma(t) dt = int sigma(t(s)) ds``, which the stratified
 samples estimate without bias. Empty space costs no field evaluation, and no occupied candidate
 step is ever skipped.
+
+:func:`march_rays` is the classic Instant-NGP / nerfacc alternative: uniform steps of a fixed world
+length through the box, keeping only the steps whose midpoint lies in an occupied cell, compacted
+into a fixed-size buffer of ``S`` intervals per ray (``t_starts``, ``t_ends``, ``mask``).
+
+Cascades: the state holds one level (``[R, R, R]`` over ``aabb``). Multi-scale cascades (Instant-NGP
+App. E.2) would add a leading axis ``[C, R, R, R]`` with level ``c`` spanning ``2**c`` times the
+base box; only :func:`cell_index` (point -> level and cell) and the cell sampling in
+:func:`update_occupancy` would change, every other function goes through them.
 """
 
 from __future__ import annotations
@@ -76,42 +85,88 @@ def cell_centres(resolution: int, aabb) -> jax.Array:
     return aabb[0] + g * (aabb[1] - aabb[0])
 
 
+def _cell_points(grid: OccupancyGrid, key: jax.Array, cells: jax.Array) -> jax.Array:
+    """A uniformly jittered world point ``[N, 3]`` inside each flat cell index ``cells [N]``."""
+    r = grid.density.shape[0]
+    ijk = jnp.stack([cells // (r * r), (cells // r) % r, cells % r], -1).astype(jnp.float32)
+    u = (ijk + jax.random.uniform(key, ijk.shape)) / r
+    return grid.aabb[0] + u * (grid.aabb[1] - grid.aabb[0])
+
+
+def _eval_chunked(density_fn: Callable[[jax.Array], jax.Array], pts: jax.Array,
+                  chunk: int) -> jax.Array:
+    """``density_fn`` over ``pts [N, 3]`` in chunks of ``chunk`` points; non-finite -> 0."""
+    n = pts.shape[0]
+    chunk = max(1, min(int(chunk), n))
+    pad = (-n) % chunk
+    pts = jnp.pad(pts, ((0, pad), (0, 0)))
+    sigma = jax.lax.map(density_fn, pts.reshape(-1, chunk, 3)).reshape(-1)[:n]
+    sigma = sigma.astype(jnp.float32)
+    return jnp.where(jnp.isfinite(sigma), sigma, 0.0)
+
+
 def update_occupancy(grid: OccupancyGrid, key: jax.Array,
                      density_fn: Callable[[jax.Array], jax.Array], step: jax.Array,
-                     step_size: float, decay: float = 0.95, threshold: float = 0.01,
-                     warmup_steps: int = 256, chunk: int = 1 << 16) -> OccupancyGrid:
-    """One EMA update of the grid (Instant-NGP App. E.2).
+                     decay: float = 0.95, threshold: float = 0.01, warmup_steps: int = 256, *,
+                     step_size: float = 1.0, num_cells: Optional[int] = None,
+                     chunk: int = 1 << 16) -> OccupancyGrid:
+    """One EMA update of the grid (Instant-NGP App. E.2; nerfacc ``OccGridEstimator`` logic).
 
-    Every cell decays by ``decay``; during the first ``warmup_steps`` every cell is re-evaluated,
-    later a random half of the cells, each at a uniformly jittered point of the cell. The estimate
-    is ``max(decay * old, sigma)``. A cell is occupied when ``sigma * step_size`` exceeds
-    ``min(threshold, mean(density) * step_size)``.
+    Every cell's estimate decays by ``decay``. During the first ``warmup_steps`` steps every cell
+    is evaluated at a uniformly jittered point inside it; afterwards ``num_cells`` uniformly
+    random cells plus ``num_cells`` random *occupied* cells (drawn with replacement through the
+    cumulative count of occupied cells, so shapes stay fixed under jit; uniform cells stand in
+    when nothing is occupied). A sampled cell's estimate becomes ``max(decay * old, sigma)``
+    (a cell drawn twice keeps the larger value). Then a cell is occupied when
+    ``density * step_size > min(threshold, mean(density) * step_size)``.
 
     Args:
-      density_fn: ``[N, 3] -> [N]`` density at world points (no gradient needed).
-      step: the current training step (selects warm-up vs. subset updates).
-      step_size: a typical marching step in world units (``dt`` of the opacity threshold).
-      chunk: points per density call (bounds memory).
+      grid: current state.
+      key: PRNG key (cell choice and jitter).
+      density_fn: ``[N, 3] -> [N]`` density at world points (no gradient is taken).
+      step: the current training step, an int or traced scalar (selects warm-up vs. subset).
+      decay: EMA decay per update. threshold: occupancy threshold on ``density * step_size``.
+      warmup_steps: steps during which all cells are evaluated.
+      step_size: scales densities to opacities for the threshold: pass a typical marching step
+        in world units when ``density_fn`` returns sigma (Instant-NGP's ``sigma * dt > 0.01``);
+        the default 1 thresholds ``density_fn``'s values directly.
+      num_cells: cells per subset update of each kind; default ``R**3 // 4`` (so ``R**3 / 2``
+        evaluations, half a warm-up update).
+      chunk: points per ``density_fn`` call (bounds memory).
+    Returns:
+      The new :class:`OccupancyGrid` (same shapes).
     """
     r = grid.density.shape[0]
     n_cells = r ** 3
-    lo, hi = grid.aabb[0], grid.aabb[1]
-    k_sub, k_jit = jax.random.split(key)
-    # A random half of the cells after warm-up; all cells during warm-up. Shapes stay fixed by
-    # always evaluating all cells' jittered points and masking which updates are kept.
-    keep = jnp.where(step < warmup_steps, True,
-                     jax.random.bernoulli(k_sub, 0.5, (n_cells,)))
-    cells = jnp.arange(n_cells)
-    ijk = jnp.stack([cells // (r * r), (cells // r) % r, cells % r], -1).astype(jnp.float32)
-    u = (ijk + jax.random.uniform(k_jit, (n_cells, 3))) / r
-    pts = lo + u * (hi - lo)
-    pad = (-n_cells) % chunk
-    pts = jnp.pad(pts, ((0, pad), (0, 0)))
-    sigma = jax.lax.map(density_fn, pts.reshape(-1, chunk, 3)).reshape(-1)[:n_cells]
-    sigma = jnp.where(jnp.isfinite(sigma), sigma, 0.0)
+    n_sub = max(1, min(n_cells, num_cells if num_cells is not None else n_cells // 4))
+    k_uni, k_occ, k_jit = jax.random.split(key, 3)
     old = grid.density.reshape(-1)
-    new = jnp.where(keep, jnp.maximum(decay * old, sigma), decay * old)
-    thresh = jnp.minimum(threshold, jnp.mean(new) * step_size)
+    decayed = decay * old
+
+    def warmup(_):
+        cells = jnp.arange(n_cells, dtype=jnp.int32)
+        sigma = _eval_chunked(density_fn, _cell_points(grid, k_jit, cells), chunk)
+        return jnp.maximum(decayed, sigma)
+
+    def subset(_):
+        uni = jax.random.randint(k_uni, (n_sub,), 0, n_cells, dtype=jnp.int32)
+        occ_count = jnp.cumsum(grid.occupied.reshape(-1).astype(jnp.int32))
+        total = occ_count[-1]
+        rank = jax.random.randint(k_occ, (n_sub,), 0, jnp.maximum(total, 1), dtype=jnp.int32)
+        occ = jnp.searchsorted(occ_count, rank, side="right").astype(jnp.int32)  # rank-th occupied
+        alt = jax.random.randint(k_occ, (n_sub,), 0, n_cells, dtype=jnp.int32)
+        occ = jnp.where(total > 0, jnp.minimum(occ, n_cells - 1), alt)
+        cells = jnp.concatenate([uni, occ])
+        sigma = _eval_chunked(density_fn, _cell_points(grid, k_jit, cells), chunk)
+        return decayed.at[cells].max(sigma)
+
+    if isinstance(step, (int, np.integer)):  # static step: trace only the branch that runs
+        new = warmup(None) if step < warmup_steps else subset(None)
+    else:
+        new = jax.lax.cond(step < warmup_steps, warmup, subset, None)
+    # A uniform field would sit exactly at its mean: keep a small absolute floor (alpha 1e-3 of
+    # the threshold) so that an empty volume becomes empty rather than tied at the mean.
+    thresh = jnp.maximum(jnp.minimum(threshold, jnp.mean(new) * step_size), 1e-3 * threshold)
     occupied = (new * step_size) > thresh
     return OccupancyGrid(new.reshape(r, r, r), occupied.reshape(r, r, r), grid.aabb)
 
@@ -187,3 +242,90 @@ def occupied_samples(key: Optional[jax.Array], rays: Rays, grid: OccupancyGrid,
     xs = rays.origins[..., None, :] + t[..., None] * rays.directions[..., None, :]
     valid = is_occupied(grid, xs) & (total > 0)
     return jax.lax.stop_gradient(t), jax.lax.stop_gradient(deltas), valid
+
+
+def default_max_candidates(aabb, step_size: float) -> int:
+    """Candidate steps that cover the longest chord of the box: ``ceil(|diag| / step_size) + 1``."""
+    aabb = np.asarray(aabb, np.float64).reshape(2, 3)
+    return int(np.ceil(np.linalg.norm(aabb[1] - aabb[0]) / float(step_size))) + 1
+
+
+def march_rays(rays: Rays, grid: OccupancyGrid, num_samples: int, step_size: float,
+               key: Optional[jax.Array] = None, *, max_candidates: Optional[int] = None,
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Uniform ray marching through occupied cells into a fixed-size buffer (static shapes).
+
+    Each ray is clipped to the box and to ``[near, far]`` (``t0 = max(near, t_enter)``,
+    ``t1 = min(far, t_exit)``). Candidate step ``k`` is ``[t0 + (k + u) dt, t0 + (k + 1 + u) dt]``
+    with ``dt = step_size / |d|`` (``step_size`` in world units, ``t`` along the *unnormalised*
+    direction, as in :class:`Rays`), ``u ~ U[0, 1)`` per ray when ``key`` is given (jittered start)
+    and ``0`` otherwise; the last step is cut at ``t1``. A candidate is kept when it starts before
+    ``t1`` and its midpoint lies in an occupied cell. Kept steps are compacted, in order, into
+    ``S = num_samples`` slots: an inclusive cumsum of the keep flags gives each kept step its slot,
+    and each slot finds its step by a binary search in that cumsum (gathers only: no sort, no
+    serial scatter).
+
+    Limits (documented behaviour):
+      * At most ``K = max_candidates`` steps are considered per ray; the default,
+        :func:`default_max_candidates`, covers the box diagonal, so no occupied step is missed.
+        With a smaller ``K`` the part of a ray beyond ``t0 + K dt`` is not marched.
+      * When more than ``S`` steps are occupied, the first ``S`` (nearest) are kept and the far
+        ones are dropped (truncation; raise ``num_samples`` or ``step_size`` to avoid it).
+
+    Args:
+      rays: batch ``[...]`` (``origins``, ``directions``, ``near``, ``far`` are used).
+      grid: the occupancy grid. num_samples: ``S``. step_size: world-space step length.
+      key: optional PRNG key for the start jitter.
+      max_candidates: ``K`` (static); see above. Required when ``grid`` is traced (e.g. passed
+        into a jit'd function), since the default is computed from ``grid.aabb``.
+    Returns:
+      ``t_starts [..., S]``, ``t_ends [..., S]`` (sorted along each ray, inside ``[near, far]``
+      and the box) and ``mask [..., S]`` bool. Masked-out slots hold the zero-length interval
+      ``[t1, t1]`` (``[near, near]`` for rays missing the box), so they carry no weight in volume
+      rendering even if the mask is ignored; a ray with no occupied step has no valid sample.
+    """
+    s_out = int(num_samples)
+    if max_candidates is None:
+        try:
+            aabb = np.asarray(grid.aabb)
+        except jax.errors.TracerArrayConversionError:
+            raise ValueError(
+                "march_rays: the grid's aabb is traced, so the number of candidate steps cannot be "
+                "derived from it; pass max_candidates=default_max_candidates(aabb, step_size) "
+                "(a static int)") from None
+        k_max = default_max_candidates(aabb, step_size)
+    else:
+        k_max = int(max_candidates)
+    batch = rays.origins.shape[:-1]
+    o = rays.origins.reshape(-1, 3)
+    d = rays.directions.reshape(-1, 3)
+    near = rays.near.reshape(-1)
+    far = rays.far.reshape(-1)
+    n = o.shape[0]
+    t_enter, t_exit = ray_aabb(o, d, grid.aabb)
+    t0 = jnp.maximum(t_enter, near)
+    t1 = jnp.minimum(t_exit, far)
+    hit = t1 > t0
+    dt = step_size / jnp.maximum(jnp.linalg.norm(d, axis=-1), 1e-12)  # [n] in units of t
+    if key is None:
+        u = jnp.zeros((n, 1), jnp.float32)
+    else:
+        u = jax.random.uniform(key, (n, 1), jnp.float32)
+    k = jnp.arange(k_max, dtype=jnp.float32)
+    ts = t0[:, None] + (k + u) * dt[:, None]  # [n, K]
+    te = jnp.minimum(ts + dt[:, None], t1[:, None])
+    mid = 0.5 * (ts + te)
+    x = o[:, None, :] + mid[..., None] * d[:, None, :]
+    keep = hit[:, None] & (ts < t1[:, None]) & is_occupied(grid, x)
+    count = jnp.cumsum(keep.astype(jnp.int32), axis=-1)  # [n, K] inclusive
+    slots = jnp.arange(s_out, dtype=jnp.int32)
+    # Slot j holds the (j+1)-th kept step: the first k with count[k] > j.
+    src = jax.vmap(lambda c: jnp.searchsorted(c, slots, side="right"))(count)
+    src = jnp.minimum(src, k_max - 1).astype(jnp.int32)
+    mask = slots[None, :] < count[:, -1:]
+    fill = jnp.where(hit, t1, near)[:, None]
+    t_starts = jnp.where(mask, jnp.take_along_axis(ts, src, axis=-1), fill)
+    t_ends = jnp.where(mask, jnp.take_along_axis(te, src, axis=-1), fill)
+    shape = (*batch, s_out)
+    return (jax.lax.stop_gradient(t_starts).reshape(shape),
+            jax.lax.stop_gradient(t_ends).reshape(shape), mask.reshape(shape))

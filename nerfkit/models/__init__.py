@@ -7,10 +7,17 @@ config class.
 from __future__ import annotations
 
 from nerfkit.models.base import Model, ModelConfig, SceneInfo
+from nerfkit.models.nerdf import NeRDFConfig
 from nerfkit.models.nerf import NeRFConfig
+from nerfkit.models.ngp import NGPConfig
+from nerfkit.models.r2l import R2LConfig
 
 MODELS: dict[str, type[ModelConfig]] = {
     "nerf": NeRFConfig,
+    "ngp": NGPConfig,
+    "r2l": R2LConfig,
+    "nerdf": NeRDFConfig,
 }
 
-__all__ = ["MODELS", "Model", "ModelConfig", "SceneInfo", "NeRFConfig"]
+__all__ = ["MODELS", "Model", "ModelConfig", "SceneInfo", "NeRFConfig", "NGPConfig",
+           "R2LConfig", "NeRDFConfig"]

@@ -61,7 +61,9 @@ class Model(nnx.Module):
              key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar loss and metrics for ``outputs`` of :meth:`render_rays` on ``batch``
         (:class:`~nerfkit.core.rays.Batch`); default: MSE of ``rgb`` against ``batch.rgb``
-        (plus ``rgb_coarse`` if present)."""
+        (plus ``rgb_coarse`` if present). It runs inside the gradient; updates it makes to
+        non-parameter state (``nnx.Variable`` that are not ``Param``, e.g. R2L's hard-ray pool)
+        are kept, outside the gradient."""
         target = batch.rgb
         mse = losses.mse(outputs["rgb"], target)
         total = mse

@@ -56,6 +56,20 @@ class NeRFConfig(ModelConfig):
     def build(self, scene: SceneInfo, rngs: nnx.Rngs) -> "NeRF":
         return NeRF(self, rngs=rngs)
 
+    def flops_per_ray(self) -> float:
+        """2 x multiply-adds of the MLPs per ray (biases, activations, encodings and compositing
+        not counted): the coarse field at ``coarse_samples`` points, the fine one at
+        ``coarse_samples + fine_samples`` (303.8 M for the defaults, as in the R2L paper)."""
+        pos = encodings.positional_encoding_dim(3, self.pos_freqs, True)
+        dirs = encodings.positional_encoding_dim(3, self.dir_freqs, True)
+        w = self.width
+        trunk = pos * w + sum((w + (pos if i == self.skip else 0)) * w
+                              for i in range(1, self.depth))
+        point = trunk + w + w * w + (w + dirs) * self.view_width + self.view_width * 3
+        points = self.coarse_samples + (self.coarse_samples + self.fine_samples
+                                         if self.fine_samples > 0 else 0)
+        return 2.0 * point * points
+
 
 class NeRFField(nnx.Module):
     """The NeRF MLP: ``(x [..., 3], d [..., 3]) -> (density [...], rgb [..., 3])``."""
@@ -105,7 +119,10 @@ class NeRF(Model):
             raw_density = raw_density + self.cfg.density_noise * jax.random.normal(
                 key, raw_density.shape)
         density = jax.nn.relu(raw_density)
-        return render.volume_render(density, rgb, t_edges, rays.directions, background)
+        out = render.volume_render(density, rgb, t_edges, rays.directions, background)
+        out["density"] = density
+        out["t_mid"] = t_mid
+        return out
 
     def density(self, x: jax.Array, time: Optional[jax.Array] = None) -> jax.Array:
         field = self.fine if self.fine is not None else self.coarse
@@ -119,11 +136,12 @@ class NeRF(Model):
         t_coarse = samplers.stratified_samples(keys[0], rays.near, rays.far, cfg.coarse_samples,
                                                randomized=randomized, lindisp=cfg.lindisp)
         coarse = self._query(self.coarse, rays, t_coarse, keys[1], train, background)
+        samples = ("weights", "t_mid", "density")  # per-sample outputs, e.g. for distillation
         if self.fine is None:
-            return {"rgb": coarse["rgb"], "depth": coarse["depth"], "acc": coarse["acc"]}
+            return {k: coarse[k] for k in ("rgb", "depth", "acc", *samples)}
         t_new = samplers.sample_pdf(keys[2], t_coarse, coarse["weights"], cfg.fine_samples,
                                     randomized=randomized)
         t_fine = samplers.merge_samples(t_coarse, t_new)
         fine = self._query(self.fine, rays, t_fine, keys[3], train, background)
-        return {"rgb": fine["rgb"], "depth": fine["depth"], "acc": fine["acc"],
+        return {**{k: fine[k] for k in ("rgb", "depth", "acc", *samples)},
                 "rgb_coarse": coarse["rgb"]}

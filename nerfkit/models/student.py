@@ -1,0 +1,51 @@
+"""The shared config of families that can learn from a trained teacher (R2L, NeRDF).
+
+A student is an ordinary family; distillation is ordinary training whose batches come from a
+teacher (:class:`nerfkit.engine.distill.TeacherSource`) instead of the training pixels. With
+``teacher`` unset the student trains on the real pixels like any other family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from nerfkit.errors import ConfigError
+from nerfkit.models.base import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig(ModelConfig):
+    """Distillation settings shared by student families.
+
+    Attributes:
+      teacher: run directory of any trained radiance-field family (``nerfkit train ...``); set by
+        ``nerfkit distill``. ``None``: train on the real training pixels instead.
+      pseudo_poses: how pseudo cameras are drawn around the training cameras: ``sphere``
+        (360-degree scenes), ``box`` (forward-facing scenes) or ``auto`` (``box`` for NDC scenes);
+        see :mod:`nerfkit.data.pseudo`.
+      real_fraction: fraction of every batch taken from the real training pixels (their ground
+        truth replaces the teacher's colour; the teacher still labels their extras). This mixes
+        R2L's second stage (fine-tuning on the real images) into distillation; ``1`` trains on
+        real pixels only, with the teacher's extras.
+      teacher_chunk: rays per teacher render call inside the train step (bounds its memory).
+    """
+
+    teacher: Optional[str] = None
+    pseudo_poses: str = "auto"
+    real_fraction: float = 0.0
+    teacher_chunk: int = 4096
+
+    def __post_init__(self):
+        if not 0.0 <= self.real_fraction <= 1.0:
+            raise ConfigError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+        if self.pseudo_poses not in ("auto", "sphere", "box"):
+            raise ConfigError(f"pseudo_poses must be auto, sphere or box, got "
+                              f"{self.pseudo_poses!r}")
+
+    def data_source(self, scene: Any, train_cfg: Any) -> Any:
+        if not self.teacher:
+            return None
+        # The one reference from a family to the engine: the teacher is a trained run.
+        from nerfkit.engine.distill import TeacherSource
+        return TeacherSource(self.teacher, scene, self)
