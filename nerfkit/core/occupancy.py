@@ -200,6 +200,15 @@ def candidate_steps(rays: Rays, aabb: jax.Array, march_steps: int
     return edges, hit
 
 
+def occupied_length(rays: Rays, grid: OccupancyGrid, march_steps: int) -> jax.Array:
+    """``[...]`` total length (in ``t``) of each ray's occupied candidate steps."""
+    edges, hit = candidate_steps(rays, grid.aabb, march_steps)
+    mids = 0.5 * (edges[..., 1:] + edges[..., :-1])
+    x = rays.origins[..., None, :] + mids[..., None] * rays.directions[..., None, :]
+    occ = is_occupied(grid, x) & hit[..., None]
+    return jnp.sum(jnp.where(occ, edges[..., 1:] - edges[..., :-1], 0.0), axis=-1)
+
+
 def occupied_samples(key: Optional[jax.Array], rays: Rays, grid: OccupancyGrid,
                      march_steps: int, num_samples: int
                      ) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -14,6 +14,7 @@ from nerfkit.core import metrics
 from nerfkit.core.rays import Rays
 from nerfkit.data.raysource import RayGeometry, camera_image_rays
 from nerfkit.data.scene import Scene
+from nerfkit.models.base import Model
 
 
 class Renderer:
@@ -35,6 +36,24 @@ class Renderer:
             return {k: out[k] for k in ("rgb", "depth", "acc")}
 
         self._fn = jax.jit(_render)
+        # Families that know which rays meet nothing (e.g. an occupancy grid) let the renderer
+        # skip them: they get the background, zero opacity and depth = far.
+        model = nnx.merge(graphdef, params, buffers)
+        self._mask_fn = None
+        if type(model).active_rays is not Model.active_rays:
+            self._mask_fn = jax.jit(
+                lambda params, buffers, rays: nnx.merge(graphdef, params, buffers).active_rays(rays))
+
+    def _chunks(self, flat: Rays, n: int):
+        """Yields ``(m, piece)``: consecutive chunks of ``flat`` padded to ``self.chunk`` rays."""
+        for start in range(0, n, self.chunk):
+            piece = jax.tree_util.tree_map(lambda x: x[start:start + self.chunk], flat)
+            m = piece.origins.shape[0]
+            if m < self.chunk:
+                piece = jax.tree_util.tree_map(
+                    lambda x: jnp.pad(x, [(0, self.chunk - m)] + [(0, 0)] * (x.ndim - 1),
+                                      mode="edge"), piece)
+            yield m, piece
 
     def render_rays(self, rays: Rays, background: np.ndarray) -> dict[str, np.ndarray]:
         """Renders rays of any batch shape ``[...]``; returns numpy ``rgb [...,3]``, ``depth``,
@@ -43,17 +62,26 @@ class Renderer:
         flat = rays.reshape(-1)
         n = int(np.prod(shape))
         bg = jnp.broadcast_to(jnp.asarray(background, jnp.float32), (self.chunk, 3))
+        active = None
+        if self._mask_fn is not None:
+            active = np.concatenate([np.asarray(self._mask_fn(self.params, self.buffers, p))[:m]
+                                     for m, p in self._chunks(flat, n)])
+            idx = np.flatnonzero(active)
+            flat_all, flat = flat, jax.tree_util.tree_map(lambda x: x[idx], flat)
+            n_all, n = n, int(idx.size)
         outs: list[dict[str, np.ndarray]] = []
-        for start in range(0, n, self.chunk):
-            piece = jax.tree_util.tree_map(lambda x: x[start:start + self.chunk], flat)
-            m = piece.origins.shape[0]
-            if m < self.chunk:
-                piece = jax.tree_util.tree_map(
-                    lambda x: jnp.pad(x, [(0, self.chunk - m)] + [(0, 0)] * (x.ndim - 1),
-                                      mode="edge"), piece)
+        for m, piece in self._chunks(flat, n):
             out = self._fn(self.params, self.buffers, piece, bg)
             outs.append({k: np.asarray(v)[:m] for k, v in out.items()})
-        return {k: np.concatenate([o[k] for o in outs]).reshape(*shape, -1) for k in outs[0]}
+        if active is None:
+            return {k: np.concatenate([o[k] for o in outs]).reshape(*shape, -1) for k in outs[0]}
+        full = {"rgb": np.broadcast_to(np.asarray(background, np.float32), (n_all, 3)).copy(),
+                "depth": np.asarray(flat_all.far, np.float32).reshape(n_all, 1).copy(),
+                "acc": np.zeros((n_all, 1), np.float32)}
+        for k in full:
+            if outs:
+                full[k][idx] = np.concatenate([o[k] for o in outs]).reshape(n, -1)
+        return {k: v.reshape(*shape, -1) for k, v in full.items()}
 
     def render_camera(self, c2w, intrinsics, width: int, height: int,
                       background: np.ndarray, time: Optional[float] = None

@@ -79,6 +79,11 @@ class Model(nnx.Module):
         families only; used by mesh export and occupancy grids)."""
         raise NotImplementedError(f"{type(self).__name__} has no density field")
 
+    def active_rays(self, rays: Rays) -> jax.Array:
+        """Optional: ``[B]`` bool, False for rays that certainly meet nothing (renderers skip
+        them and give them the background). Families without such knowledge don't override it."""
+        raise NotImplementedError
+
     def pre_step(self, step: jax.Array, key: jax.Array) -> None:
         """Called inside the jit'd train step before the loss, outside the gradient: update
         non-parameter state such as occupancy grids (``nnx.Variable`` that are not ``Param``)."""

@@ -195,6 +195,10 @@ class NGP(Model):
                                        lambda _: grid, None))
 
     # -- rendering -----------------------------------------------------------------------------
+    def active_rays(self, rays: Rays) -> jax.Array:
+        """Rays whose path through the box crosses at least one occupied candidate step."""
+        return occupancy.occupied_length(rays, self.grid.get_value(), self.cfg.march_steps) > 0
+
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:
         cfg = self.cfg

@@ -89,3 +89,27 @@ def test_smoke_train_lego(tmp_path):
     assert main(["eval", str(run), "--split", "test"]) == 0
     ev = json.loads((run / "eval" / "test.json").read_text())
     assert ev["num_views"] == 200 and ev["psnr"] > 10.0
+
+
+def test_renderer_skips_empty_rays_exactly():
+    """Skipping rays the grid marks empty changes no pixel."""
+    from nerfkit.data.raysource import RayGeometry
+    from nerfkit.engine.render import Renderer
+    m = SMALL.build(INFO, nnx.Rngs(0))
+    g = m.grid.get_value()
+    occ = np.zeros(g.occupied.shape, bool)
+    occ[2:6, 2:6, 2:6] = True
+    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
+    graphdef, params, buffers = nnx.split(m, nnx.Param, ...)
+    r = Renderer(graphdef, params, buffers, RayGeometry(2.0, 6.0), chunk=64)
+    assert r._mask_fn is not None
+    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (300, 1))
+    d = jax.random.normal(jax.random.key(2), (300, 3)) * 0.3 + jnp.array([0.0, 0.0, -1.0])
+    rays = make_rays(o, d, 2.0, 6.0)
+    bg = np.array([0.2, 0.5, 0.9], np.float32)
+    fast = r.render_rays(rays, bg)
+    full = m.render_rays(rays, None, train=False, background=jnp.broadcast_to(bg, (300, 3)))
+    active = np.asarray(m.active_rays(rays))
+    assert 0 < active.sum() < 300  # some rays hit the block, some miss it
+    np.testing.assert_allclose(fast["rgb"], full["rgb"], atol=1e-5)
+    np.testing.assert_allclose(fast["acc"], full["acc"], atol=1e-6)
