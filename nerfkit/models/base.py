@@ -79,6 +79,12 @@ class Model(nnx.Module):
         families only; used by mesh export and occupancy grids)."""
         raise NotImplementedError(f"{type(self).__name__} has no density field")
 
+    def radiance(self, x: jax.Array, d: jax.Array, time: Optional[jax.Array] = None
+                 ) -> tuple[jax.Array, jax.Array]:
+        """Density ``[...]`` and colour ``[..., 3]`` at points ``x [..., 3]`` seen along unit
+        directions ``d [..., 3]`` (radiance-field families; used by mesh export)."""
+        raise NotImplementedError(f"{type(self).__name__} has no radiance field")
+
     def active_rays(self, rays: Rays) -> jax.Array:
         """Optional: ``[B]`` bool, False for rays that certainly meet nothing (renderers skip
         them and give them the background). Families without such knowledge don't override it."""

@@ -128,6 +128,11 @@ class NeRF(Model):
         field = self.fine if self.fine is not None else self.coarse
         return jax.nn.relu(field.raw_density(x))
 
+    def radiance(self, x, d, time=None):
+        field = self.fine if self.fine is not None else self.coarse
+        raw, rgb = field(x, d)
+        return jax.nn.relu(raw), rgb
+
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:
         cfg = self.cfg

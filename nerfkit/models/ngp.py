@@ -178,6 +178,9 @@ class NGP(Model):
         rgb = self.color_mlp(jnp.concatenate([h, sh], axis=-1))
         return sigma, rgb
 
+    def radiance(self, x, d, time=None):
+        return self.field(x, d)
+
     # -- training hooks ----------------------------------------------------------------------
     def pre_step(self, step: jax.Array, key: jax.Array) -> None:
         cfg = self.cfg
