@@ -107,63 +107,51 @@ def _eval_chunked(density_fn: Callable[[jax.Array], jax.Array], pts: jax.Array,
 
 def update_occupancy(grid: OccupancyGrid, key: jax.Array,
                      density_fn: Callable[[jax.Array], jax.Array], step: jax.Array,
-                     decay: float = 0.95, threshold: float = 0.01, warmup_steps: int = 256, *,
-                     step_size: float = 1.0, num_cells: Optional[int] = None,
-                     chunk: int = 1 << 16) -> OccupancyGrid:
-    """One EMA update of the grid (Instant-NGP App. E.2; nerfacc ``OccGridEstimator`` logic).
+                     step_size: float, decay: float = 0.95, threshold: float = 0.01,
+                     warmup_steps: int = 256, chunk: int = 1 << 16,
+                     subset_fraction: float = 0.25) -> OccupancyGrid:
+    """One EMA update of the grid (Instant-NGP App. E.2).
 
-    Every cell's estimate decays by ``decay``. During the first ``warmup_steps`` steps every cell
-    is evaluated at a uniformly jittered point inside it; afterwards ``num_cells`` uniformly
-    random cells plus ``num_cells`` random *occupied* cells (drawn with replacement through the
-    cumulative count of occupied cells, so shapes stay fixed under jit; uniform cells stand in
-    when nothing is occupied). A sampled cell's estimate becomes ``max(decay * old, sigma)``
-    (a cell drawn twice keeps the larger value). Then a cell is occupied when
-    ``density * step_size > min(threshold, mean(density) * step_size)``.
+    Every cell decays by ``decay``; during the first ``warmup_steps`` every cell is re-evaluated,
+    later a random ``subset_fraction`` of the cells (drawn with replacement, so the cost is a fixed
+    fraction of a full update), each at a uniformly jittered point of the cell. The estimate is
+    ``max(decay * old, sigma)``. A cell is occupied when ``sigma * step_size`` exceeds
+    ``min(threshold, mean(density) * step_size)``.
 
     Args:
-      grid: current state.
-      key: PRNG key (cell choice and jitter).
-      density_fn: ``[N, 3] -> [N]`` density at world points (no gradient is taken).
-      step: the current training step, an int or traced scalar (selects warm-up vs. subset).
-      decay: EMA decay per update. threshold: occupancy threshold on ``density * step_size``.
-      warmup_steps: steps during which all cells are evaluated.
-      step_size: scales densities to opacities for the threshold: pass a typical marching step
-        in world units when ``density_fn`` returns sigma (Instant-NGP's ``sigma * dt > 0.01``);
-        the default 1 thresholds ``density_fn``'s values directly.
-      num_cells: cells per subset update of each kind; default ``R**3 // 4`` (so ``R**3 / 2``
-        evaluations, half a warm-up update).
-      chunk: points per ``density_fn`` call (bounds memory).
-    Returns:
-      The new :class:`OccupancyGrid` (same shapes).
+      density_fn: ``[N, 3] -> [N]`` density at world points (no gradient needed).
+      step: the current training step (selects warm-up vs. subset updates).
+      step_size: a typical marching step in world units (``dt`` of the opacity threshold).
+      chunk: points per density call (bounds memory).
     """
     r = grid.density.shape[0]
     n_cells = r ** 3
-    n_sub = max(1, min(n_cells, num_cells if num_cells is not None else n_cells // 4))
-    k_uni, k_occ, k_jit = jax.random.split(key, 3)
-    old = grid.density.reshape(-1)
-    decayed = decay * old
+    lo, hi = grid.aabb[0], grid.aabb[1]
+    k_sub, k_jit = jax.random.split(key)
 
-    def warmup(_):
-        cells = jnp.arange(n_cells, dtype=jnp.int32)
-        sigma = _eval_chunked(density_fn, _cell_points(grid, k_jit, cells), chunk)
-        return jnp.maximum(decayed, sigma)
+    def sigma_at(cells: jax.Array, k: jax.Array) -> jax.Array:
+        n = cells.shape[0]
+        ijk = jnp.stack([cells // (r * r), (cells // r) % r, cells % r], -1).astype(jnp.float32)
+        u = (ijk + jax.random.uniform(k, (n, 3))) / r
+        pts = lo + u * (hi - lo)
+        c = min(chunk, n)
+        pad = (-n) % c
+        pts = jnp.pad(pts, ((0, pad), (0, 0)))
+        sig = jax.lax.map(density_fn, pts.reshape(-1, c, 3)).reshape(-1)[:n]
+        return jnp.where(jnp.isfinite(sig), sig, 0.0)
+
+    old = grid.density.reshape(-1)
+
+    def full(_):
+        return jnp.maximum(decay * old, sigma_at(jnp.arange(n_cells), k_jit))
 
     def subset(_):
-        uni = jax.random.randint(k_uni, (n_sub,), 0, n_cells, dtype=jnp.int32)
-        occ_count = jnp.cumsum(grid.occupied.reshape(-1).astype(jnp.int32))
-        total = occ_count[-1]
-        rank = jax.random.randint(k_occ, (n_sub,), 0, jnp.maximum(total, 1), dtype=jnp.int32)
-        occ = jnp.searchsorted(occ_count, rank, side="right").astype(jnp.int32)  # rank-th occupied
-        alt = jax.random.randint(k_occ, (n_sub,), 0, n_cells, dtype=jnp.int32)
-        occ = jnp.where(total > 0, jnp.minimum(occ, n_cells - 1), alt)
-        cells = jnp.concatenate([uni, occ])
-        sigma = _eval_chunked(density_fn, _cell_points(grid, k_jit, cells), chunk)
-        return decayed.at[cells].max(sigma)
+        m = max(1, int(n_cells * subset_fraction))
+        cells = jax.random.randint(k_sub, (m,), 0, n_cells)
+        fresh = jnp.zeros((n_cells,), old.dtype).at[cells].max(sigma_at(cells, k_jit))
+        return jnp.maximum(decay * old, fresh)
 
-    if isinstance(step, (int, np.integer)):  # static step: trace only the branch that runs
-        new = warmup(None) if step < warmup_steps else subset(None)
-    else:
-        new = jax.lax.cond(step < warmup_steps, warmup, subset, None)
+    new = jax.lax.cond(step < warmup_steps, full, subset, None)
     # A uniform field would sit exactly at its mean: keep a small absolute floor (alpha 1e-3 of
     # the threshold) so that an empty volume becomes empty rather than tied at the mean.
     thresh = jnp.maximum(jnp.minimum(threshold, jnp.mean(new) * step_size), 1e-3 * threshold)

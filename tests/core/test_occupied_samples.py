@@ -122,3 +122,15 @@ def test_update_marks_a_sphere():
     g2 = occupancy.update_occupancy(g, jax.random.key(1), lambda x: jnp.zeros(x.shape[:-1]),
                                     jnp.int32(0), step_size=0.01, decay=0.5)
     np.testing.assert_allclose(np.asarray(g2.density), 0.5 * np.asarray(g.density))
+
+
+def test_update_after_warmup_touches_a_random_subset():
+    res = 16
+    g = occupancy.init_occupancy(res, AABB)
+    g = occupancy.update_occupancy(g, jax.random.key(3), lambda x: jnp.ones(x.shape[:-1]),
+                                   jnp.int32(1000), step_size=0.01, warmup_steps=10,
+                                   subset_fraction=0.25)
+    fresh = np.asarray(g.density) == 1.0
+    # 0.25 * R^3 draws with replacement cover 1 - exp(-0.25) of the cells.
+    assert abs(fresh.mean() - (1 - np.exp(-0.25))) < 0.02
+    assert np.all(np.asarray(g.density)[~fresh] == 0.0)
