@@ -1,8 +1,9 @@
-"""The ``nerfkit`` command line: ``train``, ``render``, ``eval`` (tyro subcommands).
+"""The ``nerfkit`` command line: ``train``, ``distill``, ``render``, ``eval`` (tyro subcommands).
 
 Examples::
 
     nerfkit train ngp --data ../shared/datasets/nerf_synthetic/lego --downscale 4 --max-minutes 10
+    nerfkit distill r2l --teacher runs/lego-ngp --max-minutes 20 --output runs/lego-r2l
     nerfkit render runs/lego-ngp --split test --output renders/lego-ngp
     nerfkit render runs/lego-ngp --camera-path orbit --frames 60 --output renders/orbit
     nerfkit eval runs/lego-ngp --split test
@@ -71,12 +72,102 @@ class DemoCommand:
     """Replace an earlier demo run in ``output``."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportMesh:
+    """Marching cubes on a radiance field's density, with vertex colours (.ply, .glb or .obj)."""
+
+    run: tyro.conf.Positional[Path]
+    """The run directory."""
+    out: tyro.conf.Positional[Path]
+    """Output mesh file; the format follows the extension."""
+    resolution: int = 256
+    """Grid vertices per axis over the scene box."""
+    threshold: float = 10.0
+    """Density level of the surface."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportPointcloud:
+    """Points at the expected depth of rendered pixels (opacity > min_acc), coloured (.ply)."""
+
+    run: tyro.conf.Positional[Path]
+    """The run directory."""
+    out: tyro.conf.Positional[Path]
+    """Output point-cloud file (.ply)."""
+    split: str = "train"
+    """Views to render from."""
+    views: int = 20
+    """Number of evenly spaced views."""
+    min_acc: float = 0.5
+    """Minimum accumulated opacity of a pixel to become a point."""
+    stride: int = 1
+    """Take every stride-th pixel in each direction."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportCameras:
+    """The run's train and test cameras as JSON (OpenGL camera-to-world, pixel intrinsics)."""
+
+    run: tyro.conf.Positional[Path]
+    """The run directory."""
+    out: tyro.conf.Positional[Path]
+    """Output JSON file."""
+
+
+ExportCommand = Union[
+    Annotated[ExportMesh, tyro.conf.subcommand("mesh")],
+    Annotated[ExportPointcloud, tyro.conf.subcommand("pointcloud")],
+    Annotated[ExportCameras, tyro.conf.subcommand("cameras")],
+]
+
+
+def run_export(cmd) -> int:
+    from nerfkit.engine.trainer import load_run
+    from nerfkit.export import geometry
+    run = load_run(cmd.run)
+    if isinstance(cmd, ExportMesh):
+        mesh = geometry.extract_mesh(run, cmd.resolution, cmd.threshold)
+        geometry.save_geometry(mesh, cmd.out)
+        print(f"wrote {cmd.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
+    elif isinstance(cmd, ExportPointcloud):
+        pc = geometry.extract_pointcloud(run, cmd.split, cmd.views, cmd.min_acc, cmd.stride)
+        geometry.save_geometry(pc, cmd.out)
+        print(f"wrote {cmd.out}: {len(pc.vertices)} points")
+    else:
+        geometry.export_cameras(run, cmd.out)
+        print(f"wrote {cmd.out}")
+    return 0
+
+
 def _train_type():
     from nerfkit.configs import PRESETS
     from nerfkit.engine.config import TrainConfig
     defaults = {name: cfg for name, (_, cfg) in PRESETS.items()}
     descriptions = {name: desc for name, (desc, _) in PRESETS.items()}
     return tyro.extras.subcommand_type_from_defaults(defaults, descriptions)
+
+
+def _distill_type():
+    from nerfkit.configs import PRESETS
+    from nerfkit.engine.distill import DistillConfig
+    from nerfkit.models.student import StudentConfig
+    students = {name: v for name, v in PRESETS.items() if isinstance(v[1].model, StudentConfig)}
+    defaults = {name: DistillConfig.from_train(cfg) for name, (_, cfg) in students.items()}
+    descriptions = {name: desc.split(". Distil")[0] + "." for name, (desc, _) in students.items()}
+    return tyro.extras.subcommand_type_from_defaults(defaults, descriptions)
+
+
+def run_distill(cfg) -> int:
+    from nerfkit.engine.distill import distill
+    summary = distill(cfg)
+    print(f"distilled {summary['step']} steps in {summary['train_seconds']:.0f} s from "
+          f"{summary['teacher']} -> {summary['run_dir']}")
+    if "test_psnr" in summary:
+        gap = ("" if summary["teacher_psnr"] is None else
+               f" (teacher {summary['teacher_psnr']:.2f} dB, "
+               f"gap {summary['test_psnr'] - summary['teacher_psnr']:+.2f} dB)")
+        print(f"test PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}{gap}")
+    return 0
 
 
 def run_train(cfg) -> int:
@@ -148,9 +239,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         cmd = tyro.extras.subcommand_cli_from_dict(
             {
                 "train": _train_type(),
+                "distill": _distill_type(),
                 "render": RenderCommand,
                 "eval": EvalCommand,
                 "demo": DemoCommand,
+                "export": ExportCommand,
             },
             args=argv,
             description="nerfkit: neural fields and neural rendering in JAX. "
@@ -162,11 +255,24 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_eval(cmd)
         if isinstance(cmd, DemoCommand):
             return run_demo(cmd)
+        if isinstance(cmd, (ExportMesh, ExportPointcloud, ExportCameras)):
+            return run_export(cmd)
+        from nerfkit.engine.distill import DistillConfig
+        if isinstance(cmd, DistillConfig):
+            return run_distill(cmd)
         return run_train(cmd)
     except NerfkitError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a read-only output folder: the machine's state, not a bug
+        import errno
+        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                    errno.EPERM):
+            raise
+        print(f"error: {str(e.filename) + ': ' if e.filename else ''}{e.strerror}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is kept", file=sys.stderr)

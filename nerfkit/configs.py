@@ -18,8 +18,13 @@ from nerfkit.models.r2l import R2LConfig
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "ngp": (
         "Instant-NGP (Mueller et al. 2022): hash grid + tiny MLPs + occupancy grid. The default.",
-        TrainConfig(model=NGPConfig(), output=Path("runs/ngp"), checkpoint_every=500,
-                    eval_every=0),
+        # The paper's optimiser, a CPU-sized grid: a 2^17-entry table (not 2^19) and a 64^3
+        # occupancy grid keep the per-step memory traffic (dense Adam over the table, marching)
+        # low on a 2-core machine; benchmarks/ngp.py measures it. Scale up by flags on a GPU.
+        TrainConfig(model=NGPConfig(log2_table_size=17, max_resolution=1024,
+                                    occupancy_resolution=64, march_steps=192, num_samples=48,
+                                    eval_samples=48),
+                    output=Path("runs/ngp"), checkpoint_every=500, eval_every=0),
     ),
     "nerf": (
         "Vanilla NeRF (Mildenhall et al. 2020): 8x256 MLP, 64 coarse + 128 fine samples.",

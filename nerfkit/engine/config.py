@@ -36,6 +36,8 @@ class TrainConfig:
       log_every: steps between metrics lines in ``metrics.jsonl``.
       eval_every: steps between quick evaluations on ``eval_views`` test views (0: never).
       eval_views: number of test views of the periodic evaluation.
+      eval_minutes: training-time marks (minutes) at which to evaluate on *every* test view
+        (written to ``eval/test_<M>min.json``), e.g. ``2 5 10`` for a quality-vs-time curve.
       checkpoint_every: steps between checkpoints (and one at the end).
       keep_checkpoints: how many recent checkpoints to keep.
       final_eval: evaluate on every test view when training ends (writes ``eval/test.json``).
@@ -55,6 +57,7 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 0
     eval_views: int = 2
+    eval_minutes: tuple[float, ...] = ()
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     final_eval: bool = True
@@ -101,6 +104,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path string, got {type(value).__name__} "
+                              f"{value!r}")
         return Path(value)
     if origin is tuple and isinstance(value, list):
         args = typing.get_args(tp)
@@ -109,7 +115,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return tuple(_convert(a, v, where) for a, v in zip(args, value))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (
+            tp is not bool and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
 
@@ -125,11 +132,18 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
         raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; "
                           f"known keys: {sorted(fields)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items() if k in fields}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a value the config itself rejects: say which file holds it
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def model_config_from_dict(data: dict, where: str = "model") -> ModelConfig:
-    family = data.get("family") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    family = data.get("family")
     if family not in MODELS:
         raise ConfigError(f"{where}: unknown model family {family!r}; known: {sorted(MODELS)}")
     return from_dict(MODELS[family], data, where)
@@ -140,11 +154,18 @@ def write_json_atomic(path: os.PathLike, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or an interrupt leaves no half-written temporary file
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 def read_json(path: os.PathLike, what: str = "file") -> Any:
@@ -156,6 +177,10 @@ def read_json(path: os.PathLike, what: str = "file") -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a JSON text file (not valid UTF-8)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what}: {e.strerror or e}") from e
 
 
 def save_train_config(run_dir: Path, cfg: TrainConfig) -> None:

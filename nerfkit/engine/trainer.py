@@ -29,12 +29,13 @@ from nerfkit.core import metrics as metrics_lib
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
 from nerfkit.data.scene import Scene
+from nerfkit.engine import faults
 from nerfkit.engine import progress as progress_lib
 from nerfkit.engine.checkpoint import Checkpointer
 from nerfkit.engine.config import (TrainConfig, load_train_config, read_json, save_train_config,
                                    to_dict, write_json_atomic)
 from nerfkit.engine.render import Renderer, evaluate
-from nerfkit.errors import CheckpointError, ConfigError, DivergenceError
+from nerfkit.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from nerfkit.models.base import Model, ModelConfig, SceneInfo
 
 
@@ -77,26 +78,32 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
         _, _, buffers = nnx.split(model, nnx.Param, ...)
 
         def loss_fn(params):
-            m = nnx.merge(graphdef, params, buffers)
+            m = nnx.merge(graphdef, params, buffers, copy=True)  # copy: loss may update buffers
             out = m.render_rays(batch.rays, k_render, train=True, background=batch.background)
             loss, aux = m.loss(out, batch, k_loss)
             aux = dict(aux)
             aux["psnr"] = metrics_lib.psnr(jnp.mean((out["rgb"] - batch.rgb) ** 2))
-            return loss, aux
+            # Model.loss may update non-parameter state (e.g. R2L's hard-ray pool); keep it.
+            return loss, (aux, nnx.split(m, nnx.Param, ...)[2])
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (aux, buffers)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        buffers = jax.lax.stop_gradient(buffers)
         opt_state = state.opt_state
         opt_state.hyperparams["learning_rate"] = lr
         updates, opt_state = tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+        finite_grads = jnp.all(jnp.asarray(
             [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+        finite_params = jnp.all(jnp.asarray(  # a finite gradient can still overflow a parameter
+            [jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
+        finite = jnp.isfinite(loss) & finite_grads & finite_params
         new = TrainState(params, buffers, opt_state, state.step + 1)
         if skip_nonfinite:
             old = TrainState(state.params, buffers, state.opt_state, state.step + 1)
             new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
         aux["loss"] = loss
         aux["finite"] = finite
+        aux["finite_grads"], aux["finite_params"] = finite_grads, finite_params
         return new, aux
 
     return jax.jit(step_fn, donate_argnums=(0,))
@@ -117,7 +124,10 @@ def _prepare_run_dir(cfg: TrainConfig) -> Path:
                               "it or --overwrite to replace it")
     elif cfg.resume:
         raise ConfigError(f"{out}: nothing to resume (no such run)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the run directory: {e.strerror or e}") from e
     return out
 
 
@@ -175,8 +185,8 @@ def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
         geom = RayGeometry(g["near"], g["far"], None if g["ndc"] is None else
                            (float(g["ndc"][0]), int(g["ndc"][1]), int(g["ndc"][2]),
                             float(g["ndc"][3])))
-    except (KeyError, TypeError) as e:
-        raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({e})") from e
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({type(e).__name__}: {e})") from e
     graphdef, params, buffers = build_model(cfg.model, info, cfg.seed)
     tx = cfg.model.optimizer()
     target = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
@@ -207,14 +217,21 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     if resuming:
         old = load_train_config(run_dir)
         if to_dict(old.model) != to_dict(cfg.model):
+            was, now = to_dict(old.model), to_dict(cfg.model)
+            diff = ", ".join(f"--model.{k.replace('_', '-')} {was.get(k)!r} in the run, "
+                             f"{now.get(k)!r} now" for k in sorted(set(was) | set(now))
+                             if was.get(k) != now.get(k))
             raise ConfigError(f"{run_dir / 'config.json'}: --resume with a different model "
-                              "config than the run was trained with")
+                              f"config than the run was trained with ({diff})")
     model_cfg = cfg.model
     scene = load_scene(cfg.data, "train", cfg.downscale)
-    try:
-        test_scene = load_scene(cfg.data, "test", cfg.downscale)
-    except Exception:
-        test_scene = None
+    test_scene = None
+    if cfg.final_eval or cfg.eval_minutes or (cfg.eval_every and cfg.eval_views > 0):
+        try:
+            test_scene = load_scene(cfg.data, "test", cfg.downscale)
+        except DataError as e:  # no test split: train without evaluation; a broken one: error
+            if "unknown split" not in e.problem:
+                raise
     geom = ray_geometry(scene)
     info = scene_info(scene)
     save_train_config(run_dir, cfg)
@@ -226,6 +243,9 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     if resuming and ckpt.latest_step() is not None:
         state = ckpt.restore(state)
+    # Restored arrays are committed to a device; commit fresh ones too, so that a resumed run
+    # executes exactly the same compiled step as an uninterrupted one (bit-identical results).
+    state = jax.device_put(state, jax.devices()[0])
     start_step = int(state.step)
 
     max_steps = cfg.max_steps
@@ -243,11 +263,14 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     prog = progress_lib.TrainProgress(total_steps=max_steps, max_minutes=cfg.max_minutes,
                                       start_step=start_step, console=console)
     step = start_step
-    train_time = float(_previous_train_time(metrics_path)) if resuming else 0.0
+    train_time = _rewind_metrics(metrics_path, start_step) if resuming else 0.0
+    if resuming and start_step:
+        prog.log(f"resuming from checkpoint {start_step} ({ckpt.directory / str(start_step)})")
     t_resume = train_time
     rays_per_s = 0.0
     last: dict[str, float] = {}
     last_saved = start_step
+    pending_marks = sorted(m for m in cfg.eval_minutes if 60.0 * m > train_time)
     with prog, open(metrics_path, "a") as mf:
         while True:
             if max_steps is not None and step >= max_steps:
@@ -257,19 +280,27 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             lr = model_cfg.learning_rate(
                 _progress_fraction(cfg, max_steps, step, train_time))
             t0 = time.perf_counter()
-            state, aux = step_fn(state, data, jax.random.fold_in(base_key, step),
-                                 jnp.float32(lr))
+            data_k, lr_k = faults.poison(step + 1, data, lr)  # tests only; else (data, lr)
+            state, aux = step_fn(state, data_k, jax.random.fold_in(base_key, step),
+                                 jnp.float32(lr_k))
+            faults.kill_if("kill-step", step + 1)
             loss = float(aux["loss"])
             dt = time.perf_counter() - t0
             train_time += dt
             step += 1
             if not bool(aux["finite"]):
-                msg = (f"non-finite loss or gradient at step {step} (loss={loss}); ")
+                what = ("loss" if not math.isfinite(loss) else
+                        "gradients" if not bool(aux.get("finite_grads", True)) else
+                        "parameters after the update")
+                msg = f"non-finite {what} at step {step} (loss {loss}, learning rate {lr:.3g}); "
                 if cfg.on_nonfinite == "stop":
+                    good = ckpt.latest_step()
                     raise DivergenceError(
-                        msg + f"stopped; the last good checkpoint (step {ckpt.latest_step()}) "
-                        f"is kept in {ckpt.directory}. Lower the learning rate or pass "
-                        "--on-nonfinite skip.")
+                        msg + (f"stopped; the last good checkpoint (step {good}) is kept in "
+                               f"{ckpt.directory}" if good is not None else
+                               "stopped before the first checkpoint") +
+                        ". Lower the learning rate, or pass --on-nonfinite skip to skip such "
+                        "steps.")
                 prog.log(msg + "update skipped")
             rays_per_s = 0.9 * rays_per_s + 0.1 * (model_cfg.batch_size / dt) if step - start_step > 2 \
                 else model_cfg.batch_size / dt
@@ -284,6 +315,10 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 mf.write(json.dumps({"step": step, "time": train_time, "eval_psnr": ev["psnr"],
                                      "eval_ssim": ev["ssim"]}) + "\n")
                 prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
+            while pending_marks and train_time >= 60.0 * pending_marks[0] and test_scene:
+                mark = pending_marks.pop(0)
+                _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom,
+                              model_cfg, test_scene, mf, prog)
             if step % cfg.checkpoint_every == 0:
                 ckpt.save(step, state)
                 last_saved = step
@@ -298,18 +333,51 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                                model_cfg.render_chunk), test_scene)
         ev["step"] = step
         write_json_atomic(run_dir / "eval" / "test.json", ev)
+        for mark in pending_marks:  # marks the time limit reached: the final state is theirs
+            if cfg.max_minutes is not None and mark >= cfg.max_minutes:
+                write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json",
+                                  {**ev, "minutes": mark, "train_seconds": train_time})
         summary["test_psnr"] = ev["psnr"]
         summary["test_ssim"] = ev["ssim"]
     return summary
 
 
-def _previous_train_time(metrics_path: Path) -> float:
-    """Training seconds already spent by a resumed run (from its metrics log)."""
-    t = 0.0
-    if metrics_path.exists():
-        for line in metrics_path.read_text().splitlines():
-            try:
-                t = max(t, float(json.loads(line).get("time", 0.0)))
-            except (ValueError, AttributeError):
+def _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom, model_cfg,
+                  test_scene, mf, prog) -> None:
+    """Evaluates every test view at a training-time mark (``--eval-minutes``)."""
+    ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom, model_cfg.render_chunk),
+                  test_scene)
+    ev.update(step=step, minutes=mark, train_seconds=train_time)
+    write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json", ev)
+    mf.write(json.dumps({"step": step, "time": train_time, "eval_minutes": mark,
+                         "eval_psnr": ev["psnr"], "eval_ssim": ev["ssim"]}) + "\n")
+    mf.flush()
+    prog.log(f"{mark:g} min (step {step}): test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f} "
+             f"on {ev['num_views']} views")
+
+
+def _rewind_metrics(metrics_path: Path, step: int) -> float:
+    """Makes a resumed run's metrics log consistent with the checkpoint it resumes from.
+
+    Drops the lines of steps after ``step`` (logged before a crash, they are trained again) and any
+    line cut short by one; rewrites the file atomically. Returns the training seconds already spent
+    at ``step``.
+    """
+    if not metrics_path.exists():
+        return 0.0
+    kept, t = [], 0.0
+    lines = metrics_path.read_text().splitlines()
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            if int(rec["step"]) > step:
                 continue
+            t = max(t, float(rec.get("time", 0.0)))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        kept.append(line)
+    if kept != lines:
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, metrics_path)
     return t

@@ -54,11 +54,15 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     h, w = frames[0].shape[:2]
     # H.264 with yuv420p needs even sizes; pad by edge replication.
     pad = ((0, h % 2), (0, w % 2), (0, 0))
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
-                            macro_block_size=1, ffmpeg_log_level="error") as wr:
-        for f in frames:
-            wr.append_data(np.pad(f, pad, mode="edge"))
-    os.replace(tmp, path)
+    try:
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
+                                macro_block_size=1, ffmpeg_log_level="error") as wr:
+            for f in frames:
+                wr.append_data(np.pad(f, pad, mode="edge"))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or an interrupt leaves no partial video behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def render_camera_path(run, spec: str, output: Path, frames: int = 120, fps: int = 30,

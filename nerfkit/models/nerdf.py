@@ -15,15 +15,15 @@ and the network is a NeRF-sized residual MLP (8 layers of 256, the encoded input
 again before layer 4) with a linear head of ``4K`` outputs laid out ``[4, K]``: density, red,
 green, blue.
 
-Online distillation (sec. 3.3): the teacher renders every training ray on the fly and the loss is
+Online distillation: the teacher renders every training ray on the fly and the loss is
 
     L = || C_student - C_teacher ||^2  +  lambda * mean_i (sigma_hat^s_i - sigma_hat^t_i)^2,
 
 where ``sigma^t_i`` are the teacher's densities at its own sample depths ``t_i`` (``Batch.extras``
 ``density`` and ``t_mid``), ``sigma^s_i`` the student's density series at the same depths, and
-``v_hat = v / ||v||_2`` normalises each ray's vector of densities (``lambda = 0.1``). The student's
-series enters the loss before its ReLU, so negative values where the teacher is empty still get a
-gradient. A teacher that only reports compositing ``weights`` (no ``density``) is converted with
+``v_hat = v / ||v||_2`` normalises each ray's vector of densities (``lambda = 0.1``, the value
+of the authors' configurations). The student's series enters the loss before its ReLU, so
+negative values where the teacher is empty still get a gradient. A teacher that only reports compositing ``weights`` (no ``density``) is converted with
 :func:`density_from_weights`, which recovers the density wherever the ray is still visible.
 
 Deliberately not reproduced from the released code: its network declares ``12 K`` outputs of
@@ -131,7 +131,7 @@ def frequency_basis(t: jax.Array, num_basis: int) -> jax.Array:
 
 def distribution_values(coeffs: jax.Array, t: jax.Array) -> jax.Array:
     """Series ``sum_i coeffs[..., c, i] B_i(t)``: ``coeffs [..., C, K]``, ``t [..., S]`` ->
-    ``[..., S, C]``."""
+    ``[..., S, C]`` (leading dims broadcast: ``t [S]`` serves every ray)."""
     basis = frequency_basis(t, coeffs.shape[-1])
     return jnp.einsum("...sk,...ck->...sc", basis, coeffs)
 
@@ -141,18 +141,26 @@ def normalized_depth(t: jax.Array, near: jax.Array, far: jax.Array) -> jax.Array
     return (t - near) / jnp.maximum(far - near, 1e-10)
 
 
-def render_distribution(coeffs: jax.Array, rays: Rays, t_edges: jax.Array,
+def render_distribution(coeffs: jax.Array, rays: Rays, s_edges: jax.Array,
                         background: Optional[jax.Array]) -> dict[str, jax.Array]:
     """Volume-renders the radiance distributions ``coeffs [B, 4, K]`` (density, r, g, b).
 
-    The density and colour of interval ``[t_j, t_{j+1})`` are the series at its midpoint.
-    Returns :func:`nerfkit.core.render.volume_render`'s dict (``rgb``, ``depth``, ``acc``,
-    ``weights [B, S]``) plus ``density [B, S]`` and ``t_mid [B, S]``.
+    Args:
+      coeffs: ``[B, 4, K]`` basis weights; rays: batch ``[B]``.
+      s_edges: interval edges in *normalised* depth, sorted in ``[0, 1]``: ``[B, S+1]``, or
+        ``[S+1]`` shared by all rays (then the basis is evaluated once, not per ray). The
+        density and colour of an interval are the series at its midpoint.
+      background: ``[B, 3]``, ``[3]`` or ``None``.
+    Returns:
+      :func:`nerfkit.core.render.volume_render`'s dict (``rgb``, ``depth``, ``acc``,
+      ``weights [B, S]``) plus ``density [B, S]`` and ``t_mid [B, S]``.
     """
-    t_mid = render.interval_midpoints(t_edges)
-    values = distribution_values(coeffs, normalized_depth(t_mid, rays.near, rays.far))
+    s_mid = render.interval_midpoints(s_edges)
+    values = distribution_values(coeffs, s_mid)                       # [B, S, 4]
     density = jax.nn.relu(values[..., 0])
     rgb = jax.nn.sigmoid(values[..., 1:])
+    t_edges = rays.near + s_edges * (rays.far - rays.near)            # [B, S+1]
+    t_mid = render.interval_midpoints(t_edges)
     out = render.volume_render(density, rgb, t_edges, rays.directions, background)
     out["density"] = density
     out["t_mid"] = t_mid
@@ -164,9 +172,11 @@ def density_from_weights(weights: jax.Array, t_mid: jax.Array, directions: jax.A
     """Densities that produce compositing ``weights [..., S]`` at sorted depths ``t_mid [..., S]``.
 
     Inverts ``w_i = T_i (1 - exp(-sigma_i delta_i))`` with ``T_i = 1 - sum_{j<i} w_j`` and
-    interval lengths ``delta_i`` taken from the midpoint spacing (exact for evenly spaced
-    samples): ``sigma_i = -log(1 - w_i / T_i) / delta_i``. Behind an opaque surface
-    (``T_i < min_transmittance``) the density is not identifiable from the weights.
+    interval lengths ``delta_i`` taken as the smaller spacing to a neighbouring midpoint (exact
+    for evenly spaced samples, and for runs of evenly spaced samples separated by skipped empty
+    space as occupancy-grid samplers produce): ``sigma_i = -log(1 - w_i / T_i) / delta_i``.
+    Behind an opaque surface (``T_i < min_transmittance``) the density is not identifiable from
+    the weights.
 
     Returns:
       ``(density [..., S], visible [..., S] bool)``; density is 0 where not visible.
@@ -178,7 +188,7 @@ def density_from_weights(weights: jax.Array, t_mid: jax.Array, directions: jax.A
     gaps = jnp.diff(t_mid, axis=-1)
     left = jnp.concatenate([gaps[..., :1], gaps], axis=-1)
     right = jnp.concatenate([gaps, gaps[..., -1:]], axis=-1)
-    delta = 0.5 * (left + right) * jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    delta = jnp.minimum(left, right) * jnp.linalg.norm(directions, axis=-1, keepdims=True)
     density = -jnp.log1p(-alpha) / jnp.maximum(delta, 1e-10)
     return jnp.where(visible, density, 0.0), visible
 
@@ -253,9 +263,11 @@ class NeRDF(Model):
         randomized = train and key is not None
         k_pts, k_t = jax.random.split(key) if randomized else (None, None)
         coeffs = self.coefficients(rays, k_pts, randomized)
-        t_edges = samplers.stratified_samples(k_t, rays.near, rays.far, self.cfg.samples,
+        # Normalised depths: jittered per ray in training, one fixed set at test time.
+        unit = jnp.zeros_like(rays.near[:1] if not randomized else rays.near)
+        s_edges = samplers.stratified_samples(k_t, unit, unit + 1.0, self.cfg.samples,
                                               randomized=randomized)
-        out = render_distribution(coeffs, rays, t_edges, background)
+        out = render_distribution(coeffs, rays, s_edges, background)
         out["coeffs"] = coeffs
         return out
 

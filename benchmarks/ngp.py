@@ -1,0 +1,111 @@
+"""Hash-grid NeRF (the default model): quality against training time, throughput, memory.
+
+Trains the ``ngp`` preset with the real CLI, each command in its own process (so each one's peak
+resident memory is its own):
+
+* lego at 200x200 (downscale 4) for ``--minutes`` (10) of training, evaluated on all 200 test
+  views after 2, 5 and 10 minutes (PSNR, SSIM); training rays/s; then ``nerfkit eval`` alone for
+  rendering rays/s and rendering memory;
+* fern (``images_8``, every 8th view held out, NDC) for ``--minutes``: test PSNR.
+
+    python benchmarks/ngp.py --out ngp.json [--minutes 10] [--skip-fern] [--keep-runs DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import environment, print_table  # noqa: F401  (sets XLA flags for children too)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def run_cli(args: list[str]) -> tuple[float, float]:
+    """Runs ``python -m nerfkit.cli ARGS``; returns (wall seconds, peak RSS MiB of that process)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "nerfkit.cli", *args], cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"nerfkit {' '.join(args)} failed with {proc.returncode}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0
+
+
+def training_rays_per_s(run: Path, batch: int) -> tuple[int, float]:
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    last = max((l for l in lines if "loss" in l), key=lambda l: l["step"])
+    return int(last["step"]), last["step"] * batch / last["time"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="ngp.json")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--marks", type=float, nargs="*", default=[2.0, 5.0, 10.0])
+    ap.add_argument("--skip-fern", action="store_true")
+    ap.add_argument("--keep-runs", default=None, help="keep the runs in this folder")
+    ap.add_argument("extra", nargs="*", help="extra flags for `nerfkit train ngp`")
+    args = ap.parse_args()
+
+    tmp = Path(args.keep_runs or tempfile.mkdtemp(prefix="nerfkit-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    from nerfkit.configs import PRESETS
+    batch = PRESETS["ngp"][1].model.batch_size
+    marks = [m for m in args.marks if m <= args.minutes]
+    results: dict = {}
+
+    lego = tmp / "lego-ngp"
+    _, train_rss = run_cli(["train", "ngp", "--data", str(SHARED / "nerf_synthetic" / "lego"),
+                            "--downscale", "4", "--max-minutes", str(args.minutes),
+                            "--eval-minutes", *map(str, marks), "--output", str(lego),
+                            "--overwrite", *args.extra])
+    steps, rays_s = training_rays_per_s(lego, batch)
+    _, eval_rss = run_cli(["eval", str(lego), "--split", "test"])
+    ev = json.loads((lego / "eval" / "test.json").read_text())
+    rows = []
+    res = {"steps": steps, "train_rays_per_s": rays_s, "peak_rss_mb_train": train_rss,
+           "peak_rss_mb_render": eval_rss,
+           "render_rays_per_s": ev["num_views"] * 200 * 200 / ev["seconds"],
+           "psnr": ev["psnr"], "ssim": ev["ssim"], "minutes": args.minutes}
+    for m in marks:
+        f = lego / "eval" / f"test_{m:g}min.json"
+        if f.exists():
+            e = json.loads(f.read_text())
+            res[f"psnr_{m:g}min"], res[f"ssim_{m:g}min"] = e["psnr"], e["ssim"]
+            rows.append({"scene": "lego 200x200", "minutes": m, "psnr": e["psnr"],
+                         "ssim": e["ssim"], "views": e["num_views"]})
+    results["lego"] = res
+
+    if not args.skip_fern:
+        fern = tmp / "fern-ngp"
+        _, fern_rss = run_cli(["train", "ngp", "--data", str(SHARED / "nerf_llff_data" / "fern"),
+                               "--max-minutes", str(args.minutes), "--output", str(fern),
+                               "--overwrite", *args.extra])
+        e = json.loads((fern / "eval" / "test.json").read_text())
+        fsteps, frays = training_rays_per_s(fern, batch)
+        results["fern"] = {"psnr": e["psnr"], "ssim": e["ssim"], "minutes": args.minutes,
+                           "steps": fsteps, "train_rays_per_s": frays,
+                           "peak_rss_mb_train": fern_rss}
+        rows.append({"scene": "fern 504x378", "minutes": args.minutes, "psnr": e["psnr"],
+                     "ssim": e["ssim"], "views": e["num_views"]})
+
+    print_table(rows, ["scene", "minutes", "psnr", "ssim", "views"])
+    print_table([{"what": k, "value": v} for k, v in results["lego"].items()
+                 if not k.startswith(("psnr_", "ssim_"))], ["what", "value"])
+    out = {"benchmark": "ngp", "config": {"preset": "ngp", "extra_flags": args.extra,
+                                          "minutes": args.minutes, "marks": marks},
+           "results": results, "environment": environment()}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
