@@ -68,6 +68,9 @@ class NGPConfig(ModelConfig):
       weight_decay: L2 weight decay of the MLP weights. backend: hash-encoding implementation
         (``jax`` optimised, ``naive`` reference, ``ffi`` custom kernel when built).
       s3im_weight: weight of the S3IM loss (0 disables it).
+      train_active_fraction: while training, only rays that cross an occupied cell go through
+        the field, packed into ``train_active_fraction * batch_size`` slots (the others render
+        the background with zero gradient); 1 sends every ray through the field.
     """
 
     family: ClassVar[str] = "ngp"
@@ -92,6 +95,7 @@ class NGPConfig(ModelConfig):
     weight_decay: float = 1e-6
     backend: str = "jax"
     s3im_weight: float = 0.0
+    train_active_fraction: float = 0.5
     lr_init: float = 1e-2
     lr_final: float = 5e-4
     lr_warmup: float = 0.0
@@ -206,9 +210,35 @@ class NGP(Model):
                     background: jax.Array) -> dict[str, jax.Array]:
         cfg = self.cfg
         n = cfg.num_samples if train else cfg.eval_samples
-        randomized = train and key is not None
+        key = key if train else None
+        if not train or cfg.train_active_fraction >= 1.0:
+            return self._render(rays, key, n, background)
+        # Training: rays that cross no occupied cell render the background whatever the
+        # parameters are (zero gradient), so only up to ``train_active_fraction * B`` rays that
+        # do are packed into a smaller fixed-size batch and sent through the field.
+        b = rays.origins.shape[0]
+        slots = max(1, int(b * cfg.train_active_fraction))
+        active = occupancy.occupied_length(rays, self.grid.get_value(), cfg.march_steps) > 0
+        pos = jnp.cumsum(active) - 1
+        dest = jnp.where(active & (pos < slots), pos, slots)
+        src = jnp.full((slots,), b, jnp.int32).at[dest].set(jnp.arange(b, dtype=jnp.int32),
+                                                            mode="drop")
+        take = jnp.minimum(src, b - 1)
+        sub = jax.tree_util.tree_map(lambda a: a[take], rays)
+        out = self._render(sub, key, n, background[take])
+        full = {
+            "rgb": background.at[src].set(out["rgb"], mode="drop"),
+            "depth": rays.far.at[src].set(out["depth"], mode="drop"),
+            "acc": jnp.zeros_like(rays.far).at[src].set(out["acc"], mode="drop"),
+            "active_fraction": jnp.mean(active.astype(jnp.float32)),
+        }
+        return full
+
+    def _render(self, rays: Rays, key: Optional[jax.Array], n: int,
+                background: jax.Array) -> dict[str, jax.Array]:
+        cfg = self.cfg
         t_mid, deltas_t, valid = occupancy.occupied_samples(
-            key if randomized else None, rays, self.grid.get_value(), cfg.march_steps, n)
+            key, rays, self.grid.get_value(), cfg.march_steps, n)
         x = rays.origins[..., None, :] + t_mid[..., None] * rays.directions[..., None, :]
         sigma, rgb = self.field(x, rays.viewdirs[..., None, :])
         sigma = jnp.where(valid, sigma, 0.0)

@@ -113,3 +113,34 @@ def test_renderer_skips_empty_rays_exactly():
     assert 0 < active.sum() < 300  # some rays hit the block, some miss it
     np.testing.assert_allclose(fast["rgb"], full["rgb"], atol=1e-5)
     np.testing.assert_allclose(fast["acc"], full["acc"], atol=1e-6)
+
+
+def test_training_ray_packing_changes_nothing_but_cost():
+    """Packing the rays that cross occupied cells gives the same renders and gradients."""
+    import dataclasses
+    packed_cfg = dataclasses.replace(SMALL, train_active_fraction=0.5)
+    full_cfg = dataclasses.replace(SMALL, train_active_fraction=1.0)
+    m = packed_cfg.build(INFO, nnx.Rngs(0))
+    g = m.grid.get_value()
+    occ = np.zeros(g.occupied.shape, bool)
+    occ[3:5, 3:5, 3:5] = True
+    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
+    graphdef, params, buffers = nnx.split(m, nnx.Param, ...)
+    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (64, 1))
+    d = jax.random.normal(jax.random.key(5), (64, 3)) * 0.15 + jnp.array([0.0, 0.0, -1.0])
+    rays = make_rays(o, d, 2.0, 6.0)
+    bg = jax.random.uniform(jax.random.key(6), (64, 3))
+    assert 0 < int(m.active_rays(rays).sum()) <= 32
+
+    def loss(p, cfg):
+        mm = nnx.merge(graphdef, p, buffers)
+        mm.cfg = cfg
+        out = mm.render_rays(rays, None, train=True, background=bg)
+        return jnp.sum(out["rgb"] ** 2), out
+
+    (lp, op), gp = jax.value_and_grad(lambda p: loss(p, packed_cfg), has_aux=True)(params)
+    (lf, of), gf = jax.value_and_grad(lambda p: loss(p, full_cfg), has_aux=True)(params)
+    np.testing.assert_allclose(op["rgb"], of["rgb"], atol=1e-6)
+    np.testing.assert_allclose(op["acc"], of["acc"], atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(gf)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
