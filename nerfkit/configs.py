@@ -28,8 +28,10 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     ),
     "nerf": (
         "Vanilla NeRF (Mildenhall et al. 2020): 8x256 MLP, 64 coarse + 128 fine samples.",
+        # No final evaluation by default: rendering all 200 lego test views with the full
+        # model takes most of an hour on a 2-core CPU. Run `nerfkit eval RUN` when wanted.
         TrainConfig(model=NeRFConfig(), output=Path("runs/nerf"), eval_every=0,
-                    checkpoint_every=1000),
+                    checkpoint_every=1000, final_eval=False),
     ),
     "r2l": (
         "R2L neural light field (Wang et al. 2022): 88-layer residual MLP, one query per ray. "
