@@ -85,31 +85,12 @@ def cell_centres(resolution: int, aabb) -> jax.Array:
     return aabb[0] + g * (aabb[1] - aabb[0])
 
 
-def _cell_points(grid: OccupancyGrid, key: jax.Array, cells: jax.Array) -> jax.Array:
-    """A uniformly jittered world point ``[N, 3]`` inside each flat cell index ``cells [N]``."""
-    r = grid.density.shape[0]
-    ijk = jnp.stack([cells // (r * r), (cells // r) % r, cells % r], -1).astype(jnp.float32)
-    u = (ijk + jax.random.uniform(key, ijk.shape)) / r
-    return grid.aabb[0] + u * (grid.aabb[1] - grid.aabb[0])
-
-
-def _eval_chunked(density_fn: Callable[[jax.Array], jax.Array], pts: jax.Array,
-                  chunk: int) -> jax.Array:
-    """``density_fn`` over ``pts [N, 3]`` in chunks of ``chunk`` points; non-finite -> 0."""
-    n = pts.shape[0]
-    chunk = max(1, min(int(chunk), n))
-    pad = (-n) % chunk
-    pts = jnp.pad(pts, ((0, pad), (0, 0)))
-    sigma = jax.lax.map(density_fn, pts.reshape(-1, chunk, 3)).reshape(-1)[:n]
-    sigma = sigma.astype(jnp.float32)
-    return jnp.where(jnp.isfinite(sigma), sigma, 0.0)
-
-
 def update_occupancy(grid: OccupancyGrid, key: jax.Array,
                      density_fn: Callable[[jax.Array], jax.Array], step: jax.Array,
                      step_size: float, decay: float = 0.95, threshold: float = 0.01,
                      warmup_steps: int = 256, chunk: int = 1 << 16,
-                     subset_fraction: float = 0.25) -> OccupancyGrid:
+                     subset_fraction: float = 0.25,
+                     occupied_fraction: float = 0.0) -> OccupancyGrid:
     """One EMA update of the grid (Instant-NGP App. E.2).
 
     Every cell decays by ``decay``; during the first ``warmup_steps`` every cell is re-evaluated,
@@ -123,6 +104,12 @@ def update_occupancy(grid: OccupancyGrid, key: jax.Array,
       step: the current training step (selects warm-up vs. subset updates).
       step_size: a typical marching step in world units (``dt`` of the opacity threshold).
       chunk: points per density call (bounds memory).
+      occupied_fraction: after warm-up, additionally re-evaluate ``occupied_fraction * R^3``
+        cells drawn (with replacement) among the currently *occupied* ones, as Instant-NGP and
+        nerfacc do (uniform cells find new matter, occupied ones keep the estimate fresh where it
+        matters). Drawn by inverting the cumulative count of occupied cells, so shapes stay
+        fixed under jit; uniform cells stand in when nothing is occupied. 0 (default) keeps the
+        purely uniform subset.
     """
     r = grid.density.shape[0]
     n_cells = r ** 3
@@ -148,6 +135,14 @@ def update_occupancy(grid: OccupancyGrid, key: jax.Array,
     def subset(_):
         m = max(1, int(n_cells * subset_fraction))
         cells = jax.random.randint(k_sub, (m,), 0, n_cells)
+        m_occ = int(n_cells * occupied_fraction)
+        if m_occ > 0:
+            k_rank, k_alt = jax.random.split(jax.random.fold_in(k_sub, 1))
+            count = jnp.cumsum(grid.occupied.reshape(-1).astype(jnp.int32))  # inclusive
+            rank = jax.random.randint(k_rank, (m_occ,), 0, jnp.maximum(count[-1], 1))
+            occ = jnp.minimum(jnp.searchsorted(count, rank, side="right"), n_cells - 1)
+            alt = jax.random.randint(k_alt, (m_occ,), 0, n_cells)
+            cells = jnp.concatenate([cells, jnp.where(count[-1] > 0, occ, alt).astype(cells.dtype)])
         fresh = jnp.zeros((n_cells,), old.dtype).at[cells].max(sigma_at(cells, k_jit))
         return jnp.maximum(decay * old, fresh)
 
