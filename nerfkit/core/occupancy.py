@@ -93,7 +93,8 @@ def update_occupancy(grid: OccupancyGrid, key: jax.Array,
                      occupied_fraction: float = 0.0) -> OccupancyGrid:
     """One EMA update of the grid (Instant-NGP App. E.2).
 
-    Every cell decays by ``decay``; during the first ``warmup_steps`` every cell is re-evaluated,
+    Every cell decays by ``decay``; during the first ``warmup_steps`` every cell is re-evaluated
+    and takes the new value directly,
     later a random ``subset_fraction`` of the cells (drawn with replacement, so the cost is a fixed
     fraction of a full update), each at a uniformly jittered point of the cell. The estimate is
     ``max(decay * old, sigma)``. A cell is occupied when ``sigma * step_size`` exceeds
@@ -129,9 +130,6 @@ def update_occupancy(grid: OccupancyGrid, key: jax.Array,
 
     old = grid.density.reshape(-1)
 
-    def full(_):
-        return jnp.maximum(decay * old, sigma_at(jnp.arange(n_cells), k_jit))
-
     def subset(_):
         m = max(1, int(n_cells * subset_fraction))
         cells = jax.random.randint(k_sub, (m,), 0, n_cells)
@@ -146,7 +144,11 @@ def update_occupancy(grid: OccupancyGrid, key: jax.Array,
         fresh = jnp.zeros((n_cells,), old.dtype).at[cells].max(sigma_at(cells, k_jit))
         return jnp.maximum(decay * old, fresh)
 
-    new = jax.lax.cond(step < warmup_steps, full, subset, None)
+    # During warm-up the grid follows the field directly (no max with the decayed old value):
+    # the untrained field's density (~1 everywhere) would otherwise keep empty space marked
+    # occupied for hundreds of steps while the EMA decays.
+    new = jax.lax.cond(step < warmup_steps,
+                       lambda _: sigma_at(jnp.arange(n_cells), k_jit), subset, None)
     # A uniform field would sit exactly at its mean: keep a small absolute floor (alpha 1e-3 of
     # the threshold) so that an empty volume becomes empty rather than tied at the mean.
     thresh = jnp.maximum(jnp.minimum(threshold, jnp.mean(new) * step_size), 1e-3 * threshold)

@@ -118,10 +118,14 @@ def test_update_marks_a_sphere():
     occ = np.asarray(g.occupied)
     assert occ[r < radius - half_diag].all()          # cells entirely inside
     assert not occ[r > radius + half_diag].any()      # cells entirely outside
-    # The EMA decays unrefreshed cells and keeps the max.
-    g2 = occupancy.update_occupancy(g, jax.random.key(1), lambda x: jnp.zeros(x.shape[:-1]),
-                                    jnp.int32(0), step_size=0.01, decay=0.5)
+    # After warm-up the EMA decays cells and keeps the max with fresh values.
+    zero = lambda x: jnp.zeros(x.shape[:-1])
+    g2 = occupancy.update_occupancy(g, jax.random.key(1), zero, jnp.int32(10**6),
+                                    step_size=0.01, decay=0.5)
     np.testing.assert_allclose(np.asarray(g2.density), 0.5 * np.asarray(g.density))
+    # During warm-up the grid takes the field's current values directly.
+    g3 = occupancy.update_occupancy(g, jax.random.key(1), zero, jnp.int32(0), step_size=0.01)
+    assert float(jnp.max(g3.density)) == 0.0 and not bool(g3.occupied.any())
 
 
 def test_update_after_warmup_touches_a_random_subset():
