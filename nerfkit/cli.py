@@ -70,6 +70,8 @@ class DemoCommand:
     """Training time budget."""
     overwrite: bool = True
     """Replace an earlier demo run in ``output``."""
+    frames: int = 60
+    """Frames of the orbit video."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +224,7 @@ def run_demo(cmd: DemoCommand) -> int:
     summary = train(cfg)
     run = load_run(cmd.output)
     render_split(run, "test", cmd.output / "renders")
-    video = render_camera_path(run, "orbit", cmd.output / "renders", frames=60, fps=30)
+    video = render_camera_path(run, "orbit", cmd.output / "renders", frames=cmd.frames, fps=30)
     print(f"trained {summary['step']} steps ({name}) in {summary['train_seconds']:.0f} s; "
           f"test renders in {cmd.output / 'renders' / 'test'}; orbit video {video}")
     print(f"test PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}")

@@ -81,7 +81,8 @@ def test_smoke_train_lego(tmp_path):
             "--model.max-resolution", "256", "--model.occupancy-resolution", "32",
             "--model.batch-size", "1024", "--model.occupancy-warmup", "8",
             "--model.occupancy-every", "4", "--model.eval-samples", "24",
-            "--model.num-samples", "24", "--log-every", "1", "--no-final-eval"]
+            "--model.num-samples", "24", "--model.train-active-fraction", "1.0",
+            "--log-every", "1", "--no-final-eval"]
     assert main(args) == 0
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = lines[0]["loss"], lines[-1]["loss"]

@@ -1,0 +1,194 @@
+"""Hash-grid encoding throughput: the straightforward JAX version against the optimised one.
+
+    python benchmarks/hashgrid.py --out hashgrid.json [--points N] [--repeats K] [--no-xla-flags]
+
+Both implementations run in the same process on the same inputs (uniform random points in the
+unit cube, the paper's default grid: 16 levels x 2 features, T = 2**19, N_min 16, N_max 2048).
+When the cuda_ext kernel is built (``bash cuda_ext/build.sh``), its XLA FFI handler for the
+current backend is measured side by side too: ``results.ffi_cpu`` (``results.ffi_cuda`` on a GPU).
+Each jit'd function is compiled and run once before timing (compile time is reported
+separately); then ``--repeats`` rounds run every (implementation, pass) once, interleaved, and the
+median per entry is reported: wall-clock time (the headline numbers) and process CPU time (all
+threads; steadier than wall-clock when the machine is shared, as the load average in the JSON
+shows). "fwd_bwd" is ``jax.value_and_grad`` of ``<encode(tables, x), cot>``
+with respect to the tables (what a NeRF train step needs), ``cot`` a fixed random cotangent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default="hashgrid.json", help="where to write the JSON results")
+    ap.add_argument("--points", type=int, default=1 << 18)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--levels", type=int, default=16)
+    ap.add_argument("--features", type=int, default=2)
+    ap.add_argument("--log2-table-size", type=int, default=19)
+    ap.add_argument("--base-resolution", type=int, default=16)
+    ap.add_argument("--max-resolution", type=int, default=2048)
+    ap.add_argument(
+        "--no-xla-flags",
+        action="store_true",
+        help="do not apply nerfkit.xla_flags.configure_cpu() (to measure its effect)",
+    )
+    args = ap.parse_args()
+
+    flags_before = os.environ.get("XLA_FLAGS", "")
+    if not args.no_xla_flags:
+        from nerfkit.xla_flags import configure_cpu  # must run before jax initialises
+
+        configure_cpu()
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nerfkit.core.hashgrid import (
+        HashGridConfig,
+        hash_encode,
+        hash_encode_naive,
+        init_hash_tables,
+    )
+
+    cfg = HashGridConfig(
+        num_levels=args.levels,
+        features_per_level=args.features,
+        log2_table_size=args.log2_table_size,
+        base_resolution=args.base_resolution,
+        max_resolution=args.max_resolution,
+    )
+    n = args.points
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    tables = init_hash_tables(k1, cfg)
+    x = jax.random.uniform(k2, (n, 3), jnp.float32)
+    cot = jax.random.normal(k3, (n, cfg.output_dim), jnp.float32)
+
+    impls = {"jax_naive": hash_encode_naive, "jax": hash_encode}
+    # The cuda_ext kernel (XLA FFI) for this backend, side by side, when it is built.
+    from nerfkit.nn import ffi_backend
+
+    ffi_name = "ffi_cuda" if jax.default_backend() == "gpu" else "ffi_cpu"
+    if ffi_backend.available():
+        impls[ffi_name] = ffi_backend.hash_encode_ffi
+    else:
+        print(f"note: {ffi_name} not measured, the cuda_ext kernel is not built: "
+              f"{ffi_backend.BUILD_HINT}")
+    fns, compile_s = {}, {}
+    for name, enc in impls.items():
+        fwd = jax.jit(lambda t, x, enc=enc: enc(t, x, cfg))
+        fwd_bwd = jax.jit(
+            jax.value_and_grad(lambda t, x, c, enc=enc: jnp.vdot(enc(t, x, cfg), c))
+        )
+        compile_s[name] = {}
+        for pname, fn, a in (("fwd", fwd, (tables, x)), ("fwd_bwd", fwd_bwd, (tables, x, cot))):
+            t0 = time.perf_counter()
+            compiled = fn.lower(*a).compile()
+            compile_s[name][pname] = time.perf_counter() - t0
+            jax.block_until_ready(compiled(*a))  # warm-up, excluded
+            fns[(name, pname)] = (compiled, a)
+
+    # Sanity: both implementations agree on this input.
+    ref = fns[("jax_naive", "fwd")][0](tables, x)
+    opt = fns[("jax", "fwd")][0](tables, x)
+    max_abs_diff = float(jnp.max(jnp.abs(ref - opt)))
+    max_abs_diff_ffi = None
+    if ffi_name in impls:
+        max_abs_diff_ffi = float(jnp.max(jnp.abs(ref - fns[(ffi_name, "fwd")][0](tables, x))))
+    del ref, opt
+
+    times = {key: [] for key in fns}
+    cpu = {key: [] for key in fns}
+    load_before = os.getloadavg()
+    for _ in range(args.repeats):
+        for key, (fn, a) in fns.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            times[key].append(time.perf_counter() - t0)
+            cpu[key].append(time.process_time() - c0)
+    load_after = os.getloadavg()
+
+    results = {}
+    for name in impls:
+        r = {}
+        for pname in ("fwd", "fwd_bwd"):
+            med = float(np.median(times[(name, pname)]))
+            r[f"{pname}_points_per_s"] = n / med
+            r[f"{pname}_ms"] = med * 1e3
+            r[f"{pname}_ms_all"] = [t * 1e3 for t in times[(name, pname)]]
+            r[f"{pname}_cpu_ms"] = float(np.median(cpu[(name, pname)])) * 1e3
+        r["compile_s"] = compile_s[name]
+        results[name] = r
+    speedup = {
+        p: results["jax"][f"{p}_points_per_s"] / results["jax_naive"][f"{p}_points_per_s"]
+        for p in ("fwd", "fwd_bwd")
+    }
+
+    speedup_ffi = None
+    if ffi_name in results:
+        speedup_ffi = {
+            p: results[ffi_name][f"{p}_points_per_s"] / results["jax"][f"{p}_points_per_s"]
+            for p in ("fwd", "fwd_bwd")
+        }
+
+    out = {
+        "benchmark": "hashgrid",
+        "config": {
+            "points": n,
+            "repeats": args.repeats,
+            "num_levels": cfg.num_levels,
+            "features_per_level": cfg.features_per_level,
+            "log2_table_size": cfg.log2_table_size,
+            "base_resolution": cfg.base_resolution,
+            "max_resolution": cfg.max_resolution,
+            "table_entries": cfg.total_entries,
+            "inputs": "uniform random points in [0,1]^3; fwd_bwd = value_and_grad wrt tables",
+        },
+        "results": results,
+        "speedup": speedup,
+        "speedup_ffi": speedup_ffi,
+        "max_abs_diff": max_abs_diff,
+        "max_abs_diff_ffi": max_abs_diff_ffi,
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": [load_before[0], load_after[0]],
+        "platform": platform.platform(),
+        "jax_version": jax.__version__,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "XLA_FLAGS_before_configure_cpu": flags_before,
+    }
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2)
+
+    print(f"hash grid: {n} points, L={cfg.num_levels} F={cfg.features_per_level} "
+          f"T=2^{cfg.log2_table_size} N={cfg.base_resolution}..{cfg.max_resolution}, "
+          f"median of {args.repeats}, {jax.devices()[0]}, XLA_FLAGS={out['XLA_FLAGS']!r}")
+    print(f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'impl':10s} {'fwd Mpts/s':>11s} {'fwd ms':>8s} {'(cpu ms)':>9s} "
+          f"{'fwd+bwd Mpts/s':>15s} {'fwd+bwd ms':>11s} {'(cpu ms)':>9s} "
+          f"{'compile s (fwd/fwd+bwd)':>24s}")
+    for name, r in results.items():
+        c = r["compile_s"]
+        print(f"{name:10s} {r['fwd_points_per_s'] / 1e6:11.3f} {r['fwd_ms']:8.1f} "
+              f"{r['fwd_cpu_ms']:9.1f} {r['fwd_bwd_points_per_s'] / 1e6:15.3f} "
+              f"{r['fwd_bwd_ms']:11.1f} {r['fwd_bwd_cpu_ms']:9.1f} "
+              f"{c['fwd']:11.2f} / {c['fwd_bwd']:.2f}")
+    print(f"speedup jax / jax_naive: fwd {speedup['fwd']:.2f}x, fwd+bwd {speedup['fwd_bwd']:.2f}x "
+          f"(max |diff| {max_abs_diff:.2e}); wrote {args.out}")
+    if ffi_name in results:
+        sf = out["speedup_ffi"]
+        print(f"speedup {ffi_name} / jax: fwd {sf['fwd']:.2f}x, fwd+bwd {sf['fwd_bwd']:.2f}x "
+              f"(max |diff| vs jax_naive {max_abs_diff_ffi:.2e})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""End-to-end NGP training throughput with and without the cuda_ext hash-grid kernel.
+
+One process, the same data and the same jit'd train step (``nerfkit.engine.trainer.
+make_train_step``: ray batch, occupancy-sampled field evaluation, backward, Adam) built twice,
+``--model.backend jax`` (optimised pure JAX) and ``ffi`` (the XLA FFI kernel for this backend);
+after a warm-up step (compile and the first occupancy-grid update) each, ``--steps`` steps run
+per backend, interleaved step by step, and the median step time gives training rays/s. Timed
+steps are 1 .. steps (no occupancy update falls in them with the default ``occupancy_every`` 16).
+
+    python benchmarks/ngp_backend.py --out ngp_backend.json [--data LEGO] [--downscale 4]
+        [--steps 6] [--batch-size 4096] [--levels 16] [--log2-table-size 19]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from common import environment  # sets XLA flags first
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nerfkit.data import load_scene
+from nerfkit.data.raysource import PixelSource
+from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
+from nerfkit.models.ngp import NGPConfig
+from nerfkit.nn import ffi_backend
+
+LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "nerf_synthetic" / "lego"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default="ngp_backend.json")
+    ap.add_argument("--data", default=str(LEGO))
+    ap.add_argument("--downscale", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--levels", type=int, default=16)
+    ap.add_argument("--log2-table-size", type=int, default=19)
+    args = ap.parse_args()
+    if not ffi_backend.available():
+        raise SystemExit(f"the cuda_ext kernel is not built: {ffi_backend.BUILD_HINT}")
+
+    scene = load_scene(args.data, "train", args.downscale)
+    base = NGPConfig(batch_size=args.batch_size, levels=args.levels,
+                     log2_table_size=args.log2_table_size)
+    runs = {}
+    for backend in ("jax", "ffi"):
+        cfg = dataclasses.replace(base, backend=backend)
+        graphdef, params, buffers = build_model(cfg, scene_info(scene), 0)
+        tx = cfg.optimizer()
+        source = PixelSource(scene, cfg.background)
+        step = make_train_step(graphdef, tx, source, cfg.batch_size, False)
+        state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
+        t0 = time.perf_counter()
+        state, aux = step(state, source.data, jax.random.key(0), jnp.float32(cfg.lr_init))
+        float(aux["loss"])
+        runs[backend] = dict(step=step, state=state, data=source.data, lr=cfg.lr_init,
+                             warmup_s=time.perf_counter() - t0, times=[], losses=[])
+
+    for i in range(1, args.steps + 1):
+        for backend, r in runs.items():
+            key = jax.random.fold_in(jax.random.key(0), i)
+            t0 = time.perf_counter()
+            r["state"], aux = r["step"](r["state"], r["data"], key, jnp.float32(r["lr"]))
+            r["losses"].append(float(aux["loss"]))  # blocks
+            r["times"].append(time.perf_counter() - t0)
+
+    results = {}
+    for backend, r in runs.items():
+        med = float(np.median(r["times"]))
+        results[backend] = {
+            "train_rays_per_s": args.batch_size / med,
+            "step_ms": med * 1e3,
+            "step_ms_all": [t * 1e3 for t in r["times"]],
+            "warmup_s": r["warmup_s"],
+            "losses": r["losses"],
+        }
+    speedup = results["ffi"]["train_rays_per_s"] / results["jax"]["train_rays_per_s"]
+    out = {
+        "benchmark": "ngp_backend",
+        "config": {"data": args.data, "downscale": args.downscale, "steps": args.steps,
+                   "batch_size": args.batch_size, "levels": args.levels,
+                   "log2_table_size": args.log2_table_size,
+                   "num_samples": base.num_samples, "image_hw": [scene.height, scene.width],
+                   "ffi_platform": "cuda" if jax.default_backend() == "gpu" else "cpu"},
+        "results": results,
+        "speedup_ffi_over_jax": speedup,
+        "load_average_1min": os.getloadavg()[0],
+        "environment": environment(),
+    }
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"NGP train step, {args.batch_size} rays x {base.num_samples} samples, "
+          f"{scene.width}x{scene.height} images, {jax.devices()[0]}:")
+    for backend, r in results.items():
+        print(f"  {backend:4s} {r['train_rays_per_s']:9.0f} rays/s  step {r['step_ms']:7.1f} ms  "
+              f"(warm-up {r['warmup_s']:.1f} s)  loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f}")
+    print(f"  ffi / jax: {speedup:.2f}x; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

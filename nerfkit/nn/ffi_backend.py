@@ -1,0 +1,288 @@
+"""The hash-grid encoding as a custom XLA kernel (``cuda_ext/``), called through ``jax.ffi``.
+
+Selected by ``NGPConfig(backend="ffi")`` (CLI: ``--model.backend ffi``). The compiled extension is
+optional and loaded lazily on the first call: ``cuda_ext/build/libnerfkit_hashgrid_cpu.so`` (C++
+CPU handler, multithreaded on XLA's intra-op pool) and, where it was built and JAX runs on an
+NVIDIA GPU, ``libnerfkit_hashgrid_cuda.so``. ``NERFKIT_FFI_LIB_DIR`` points elsewhere. Without a
+handler for the current backend, :func:`hash_encode_ffi` warns once and falls back to the pure-JAX
+:func:`nerfkit.core.hashgrid.hash_encode` (same values). Build with ``bash cuda_ext/build.sh``.
+
+Semantics and layout are those of :mod:`nerfkit.core.hashgrid` (flat ``[total_entries, F]`` table,
+points clamped to the unit cube, level-major ``[..., L*F]`` output). Three FFI targets:
+
+* ``nerfkit_hg_fwd(tables [R, F], x [P, 3]) -> [P, L*F]``
+* ``nerfkit_hg_bwd_tables(x [P, 3], g [P, L*F]) -> [R, F]`` (scatter-add; CUDA: atomicAdd)
+* ``nerfkit_hg_bwd_x(tables, x [P, 3], g [P, L*F]) -> [P, 3]`` (derivative of the weights)
+
+wrapped in one ``jax.custom_vjp`` that, like ``hash_encode``, only runs the backward kernels for
+the inputs actually being differentiated (NGP training needs the tables' gradient only). The
+clamp to the cube happens in JAX before the kernel, so the gradient wrt ``x`` outside the cube
+(zero) and on its faces (``jnp.clip``'s) is exactly the oracle's. Second derivatives are not
+supported (the backward kernels are not differentiable).
+
+Batching: each kernel is a ``jax.custom_batching.custom_vmap``. Under ``vmap`` with shared tables
+the batch is folded into the point axis (one kernel call); per-example tables, and the
+per-example table gradients that ``vmap(grad(...))`` asks for, run one call per example
+(``lax.map``). Under ``shard_map`` each device runs the kernel on its own points.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from nerfkit.core import hashgrid
+from nerfkit.core.hashgrid import HashGridConfig
+
+_CPU_LIB = "libnerfkit_hashgrid_cpu.so"
+_CUDA_LIB = "libnerfkit_hashgrid_cuda.so"
+_TARGETS = {  # FFI target -> exported symbol stem (+ "Cpu" / "Cuda")
+    "nerfkit_hg_fwd": "NerfkitHashGridFwd",
+    "nerfkit_hg_bwd_tables": "NerfkitHashGridBwdTables",
+    "nerfkit_hg_bwd_x": "NerfkitHashGridBwdX",
+}
+BUILD_HINT = ("build it with `bash cuda_ext/build.sh` (needs g++ and cmake; see cuda_ext/README.md) "
+              "or point NERFKIT_FFI_LIB_DIR at the folder holding " + _CPU_LIB)
+
+_lock = threading.Lock()
+_registered: Optional[dict[str, bool]] = None  # platform ("cpu", "cuda") -> handler registered
+_warned = False
+
+
+def lib_dirs() -> list[Path]:
+    """Folders searched for the compiled extension, in order."""
+    dirs = []
+    if os.environ.get("NERFKIT_FFI_LIB_DIR"):
+        dirs.append(Path(os.environ["NERFKIT_FFI_LIB_DIR"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "cuda_ext" / "build")
+    return dirs
+
+
+def _find(name: str) -> Optional[Path]:
+    for d in lib_dirs():
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _gpu_backend() -> bool:
+    try:
+        return jax.default_backend() == "gpu"
+    except RuntimeError:
+        return False
+
+
+def _register() -> dict[str, bool]:
+    """Loads the built libraries (once) and registers their handlers with XLA."""
+    global _registered
+    with _lock:
+        if _registered is not None:
+            return _registered
+        done = {"cpu": False, "cuda": False}
+        for platform, lib_name, xla_platform, suffix in (
+                ("cpu", _CPU_LIB, "cpu", "Cpu"), ("cuda", _CUDA_LIB, "CUDA", "Cuda")):
+            if platform == "cuda" and not _gpu_backend():
+                continue  # CUDA handlers can only be registered where XLA runs on a GPU
+            path = _find(lib_name)
+            if path is None:
+                continue
+            lib = ctypes.cdll.LoadLibrary(str(path))
+            for target, stem in _TARGETS.items():
+                jax.ffi.register_ffi_target(
+                    target, jax.ffi.pycapsule(getattr(lib, stem + suffix)), platform=xla_platform)
+            done[platform] = True
+        _registered = done
+        return done
+
+
+def available(platform: Optional[str] = None) -> bool:
+    """Whether the kernel is built and registered for ``platform`` ("cpu" or "cuda"; default:
+    the platform JAX runs on)."""
+    platform = platform or ("cuda" if _gpu_backend() else "cpu")
+    return _register().get(platform, False)
+
+
+def _warn_fallback(why: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"nerfkit: --model.backend ffi: {why}; using the pure-JAX hash_encode "
+                      f"instead (same values, slower). To use the kernel, {BUILD_HINT}.",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _attrs(cfg: HashGridConfig) -> dict:
+    return dict(resolutions=np.asarray(cfg.resolutions, np.int64),
+                offsets=np.asarray(cfg.offsets, np.int64),
+                table_sizes=np.asarray(cfg.table_sizes, np.int64),
+                hashed=np.asarray(cfg.hashed, np.int64),
+                log2_table_size=np.int64(cfg.log2_table_size))
+
+
+# ---------------------------------------------------------------------------------------------
+# The three kernels, each with a batching rule. Shapes: tables [R, F], x [P, 3], g [P, L*F].
+# ---------------------------------------------------------------------------------------------
+
+def _fold(a, batched, axis_size):
+    """``[B, P, D] -> [B*P, D]`` (an unbatched ``[P, D]`` is broadcast first)."""
+    if not batched:
+        a = jnp.broadcast_to(a, (axis_size, *a.shape))
+    return a.reshape(-1, a.shape[-1])
+
+
+def _varying(a) -> frozenset:
+    """Mesh axes along which ``a`` varies inside ``shard_map`` (empty outside)."""
+    mat = getattr(jax.typeof(a), "manual_axis_type", None)
+    return frozenset(getattr(mat, "varying", ()) or ())
+
+
+def _match_varying(*args):
+    """Casts the operands of one FFI call to the same varying mesh axes (inside ``shard_map``
+    an FFI call needs them equal); the transpose of the cast is the psum of the gradient."""
+    axes = frozenset().union(*(_varying(a) for a in args))
+    return tuple(lax.pcast(a, tuple(sorted(axes - _varying(a))), to="varying")
+                 if axes - _varying(a) else a for a in args)
+
+
+def _result(shape, like):
+    """Result type of an FFI call: float32, varying like its operands inside ``shard_map``."""
+    aval = jax.typeof(like)
+    mat = getattr(aval, "manual_axis_type", None)
+    if mat is not None and getattr(mat, "varying", None):
+        mesh = aval.sharding.mesh
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding, manual_axis_type=mat)
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _ffi_fwd(tables, x, cfg):
+    tables, x = _match_varying(tables, x)
+    out = _result((x.shape[0], cfg.output_dim), x)
+    return jax.ffi.ffi_call("nerfkit_hg_fwd", out)(tables, x, **_attrs(cfg))
+
+
+def _ffi_bwd_tables(x, g, cfg):
+    x, g = _match_varying(x, g)
+    out = _result((cfg.total_entries, cfg.features_per_level), x)
+    return jax.ffi.ffi_call("nerfkit_hg_bwd_tables", out)(x, g, **_attrs(cfg))
+
+
+def _ffi_bwd_x(tables, x, g, cfg):
+    tables, x, g = _match_varying(tables, x, g)
+    out = _result(x.shape, x)
+    return jax.ffi.ffi_call("nerfkit_hg_bwd_x", out)(tables, x, g, **_attrs(cfg))
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(cfg: HashGridConfig):
+    """custom_vmap wrappers of the three FFI calls for one (hashable) grid config."""
+
+    def batched(a, is_batched, axis_size):
+        return a if is_batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+
+    @jax.custom_batching.custom_vmap
+    def fwd(tables, x):
+        return _ffi_fwd(tables, x, cfg)
+
+    @fwd.def_vmap
+    def _fwd_rule(axis_size, in_batched, tables, x):
+        t_b, x_b = in_batched
+        if t_b:  # one table set per example: one call each
+            return lax.map(lambda a: fwd(*a), (tables, batched(x, x_b, axis_size))), True
+        out = fwd(tables, _fold(x, x_b, axis_size))
+        return out.reshape(axis_size, -1, out.shape[-1]), True
+
+    @jax.custom_batching.custom_vmap
+    def bwd_tables(x, g):
+        return _ffi_bwd_tables(x, g, cfg)
+
+    @bwd_tables.def_vmap
+    def _bwd_tables_rule(axis_size, in_batched, x, g):
+        # Per-example table gradients: one call per example.
+        x_b, g_b = in_batched
+        args = (batched(x, x_b, axis_size), batched(g, g_b, axis_size))
+        return lax.map(lambda a: bwd_tables(*a), args), True
+
+    @jax.custom_batching.custom_vmap
+    def bwd_x(tables, x, g):
+        return _ffi_bwd_x(tables, x, g, cfg)
+
+    @bwd_x.def_vmap
+    def _bwd_x_rule(axis_size, in_batched, tables, x, g):
+        t_b, x_b, g_b = in_batched
+        if t_b:
+            args = (tables, batched(x, x_b, axis_size), batched(g, g_b, axis_size))
+            return lax.map(lambda a: bwd_x(*a), args), True
+        out = bwd_x(tables, _fold(x, x_b, axis_size), _fold(g, g_b, axis_size))
+        return out.reshape(axis_size, -1, 3), True
+
+    return fwd, bwd_tables, bwd_x
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _encode(tables, xf, cfg):
+    return _kernels(cfg)[0](tables, xf)
+
+
+def _encode_fwd(tables, xf, cfg):
+    # symbolic_zeros=True: arguments arrive as CustomVJPPrimal(value, perturbed).
+    out = _kernels(cfg)[0](tables.value, xf.value)
+    res = (tables.value if xf.perturbed else None, xf.value, tables.perturbed)
+    return out, res
+
+
+def _encode_bwd(cfg, res, g):
+    tables, xf, want_tables = res
+    if isinstance(g, SymbolicZero):
+        return None, None
+    _, bwd_tables, bwd_x = _kernels(cfg)
+    g = g.astype(jnp.float32)
+    d_tables = bwd_tables(xf, g) if want_tables else None
+    d_x = bwd_x(tables, xf, g) if tables is not None else None
+    return d_tables, d_x
+
+
+_encode.defvjp(_encode_fwd, _encode_bwd, symbolic_zeros=True)
+
+
+def hash_encode_ffi(tables: jax.Array, x: jax.Array, cfg: HashGridConfig) -> jax.Array:
+    """Multiresolution hash encoding by the ``cuda_ext`` kernel; same contract as
+    :func:`nerfkit.core.hashgrid.hash_encode`.
+
+    Args:
+      tables: ``[cfg.total_entries, F]`` float32 feature tables.
+      x: ``[..., 3]`` points, nominally in ``[0, 1]**3``; points outside are clamped to the cube.
+    Returns:
+      ``[..., L * F]`` float32 features, level-major. Differentiable wrt ``tables`` and ``x``
+      (first order); works under ``jit``, ``vmap``, ``grad`` and ``shard_map``.
+
+    Falls back to ``hash_encode`` (one warning per process) when the kernel is not built for the
+    backend JAX runs on.
+    """
+    if not available():
+        plat = "an NVIDIA GPU" if _gpu_backend() else "the CPU"
+        _warn_fallback(f"the cuda_ext hash-grid kernel for {plat} is not built "
+                       f"(looked in {', '.join(str(d) for d in lib_dirs())})")
+        return getattr(hashgrid, "hash_encode", hashgrid.hash_encode_naive)(tables, x, cfg)
+    if tables.dtype != jnp.float32:
+        raise TypeError(f"the ffi hash-grid backend needs float32 tables, got {tables.dtype}")
+    if tables.shape != (cfg.total_entries, cfg.features_per_level):
+        raise ValueError(f"tables must be {(cfg.total_entries, cfg.features_per_level)} for this "
+                         f"config, got {tables.shape}")
+    batch = x.shape[:-1]
+    xf = jnp.clip(x.reshape(-1, 3).astype(jnp.float32), 0.0, 1.0)
+    # Inside shard_map with replicated tables and sharded points, make the tables "varying"
+    # here, so that the gradient comes back as per-device partial sums that JAX psums.
+    tables, xf = _match_varying(tables, xf)
+    return _encode(tables, xf, cfg).reshape(*batch, cfg.output_dim)
