@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nerfkit.core.cameras import make_cameras
-from nerfkit.data.io import IMAGE_EXTENSIONS, downscale_area, read_image
+from nerfkit.data.io import IMAGE_EXTENSIONS, read_image_downscaled
 from nerfkit.data.scene import Scene
 from nerfkit.errors import ConfigError, DataError
 
@@ -169,14 +169,7 @@ def load_blender(root: str | os.PathLike, split: str = "train", downscale: int =
                                    "(a dynamic scene needs it on every frame)")
 
     def load(p: Path):
-        img = read_image(p)
-        full = img.shape[:2]
-        if downscale > 1:
-            if full[0] < downscale or full[1] < downscale:
-                raise DataError(p, f"image of size {full[1]}x{full[0]} is smaller than the "
-                                   f"downscale factor {downscale}")
-            img = downscale_area(img, downscale)
-        return img, full
+        return read_image_downscaled(p, downscale)
 
     loaded = load_images_parallel(image_paths, load)
     h0, w0 = loaded[0][1]

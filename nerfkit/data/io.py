@@ -225,3 +225,16 @@ def downscale_area(image: np.ndarray, factor: int) -> np.ndarray:
         means[:3] = np.where(a > 0, means[:3] / np.maximum(a, np.float32(1e-12)), 0.0)
         np.clip(means[:3], 0.0, 1.0, out=means[:3])
     return np.ascontiguousarray(np.moveaxis(means, 0, -1), dtype=np.float32)
+
+
+def read_image_downscaled(path: str | os.PathLike, factor: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_image` then :func:`downscale_area` by ``factor``; returns the image and the
+    full-resolution ``(H, W)``. An image smaller than the factor is a :class:`DataError`."""
+    img = read_image(path)
+    full = img.shape[:2]
+    if factor > 1:
+        if full[0] < factor or full[1] < factor:
+            raise DataError(path, f"image of size {full[1]}x{full[0]} is smaller than the "
+                                  f"downscale factor {factor}")
+        img = downscale_area(img, factor)
+    return img, full

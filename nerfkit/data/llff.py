@@ -22,7 +22,7 @@ import numpy as np
 
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.blender import check_downscale, load_images_parallel
-from nerfkit.data.io import downscale_area, list_images, read_image
+from nerfkit.data.io import list_images, read_image_downscaled
 from nerfkit.data.scene import Scene
 from nerfkit.errors import ConfigError, DataError
 
@@ -223,13 +223,7 @@ def load_llff(root: str | os.PathLike, split: str = "train", factor: int = 8, ho
     indices = _split_indices(n, split, int(holdout), root)
 
     def load(p: Path):
-        img = read_image(p)
-        src = img.shape[:2]
-        if extra > 1:
-            if src[0] < extra or src[1] < extra:
-                raise DataError(p, f"image of size {src[1]}x{src[0]} is smaller than the "
-                                   f"downscale factor {extra}")
-            img = downscale_area(img, extra)
+        img, src = read_image_downscaled(p, extra)
         return img[..., :3], src
 
     sel_files = [files[i] for i in indices]
