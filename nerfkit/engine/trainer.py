@@ -271,6 +271,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     last: dict[str, float] = {}
     last_saved = start_step
     pending_marks = sorted(m for m in cfg.eval_minutes if 60.0 * m > train_time)
+    mark_eval: Optional[dict] = None
     with prog, open(metrics_path, "a") as mf:
         while True:
             if max_steps is not None and step >= max_steps:
@@ -317,8 +318,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
             while pending_marks and train_time >= 60.0 * pending_marks[0] and test_scene:
                 mark = pending_marks.pop(0)
-                _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom,
-                              model_cfg, test_scene, mf, prog)
+                mark_eval = _eval_at_mark(run_dir, mark, step, train_time, graphdef, state,
+                                          geom, model_cfg, test_scene, mf, prog)
             if step % cfg.checkpoint_every == 0:
                 ckpt.save(step, state)
                 last_saved = step
@@ -329,8 +330,11 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step,
                                "train_seconds": train_time, **last}
     if cfg.final_eval and test_scene is not None:
-        ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom,
-                               model_cfg.render_chunk), test_scene)
+        if mark_eval is not None and mark_eval["step"] == step:
+            ev = dict(mark_eval)  # the last time mark evaluated this very state already
+        else:
+            ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom,
+                                   model_cfg.render_chunk), test_scene)
         ev["step"] = step
         write_json_atomic(run_dir / "eval" / "test.json", ev)
         for mark in pending_marks:  # marks the time limit reached: the final state is theirs
@@ -343,7 +347,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
 
 
 def _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom, model_cfg,
-                  test_scene, mf, prog) -> None:
+                  test_scene, mf, prog) -> dict:
     """Evaluates every test view at a training-time mark (``--eval-minutes``)."""
     ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom, model_cfg.render_chunk),
                   test_scene)
@@ -354,6 +358,7 @@ def _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom, model_
     mf.flush()
     prog.log(f"{mark:g} min (step {step}): test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f} "
              f"on {ev['num_views']} views")
+    return ev
 
 
 def _rewind_metrics(metrics_path: Path, step: int) -> float:
