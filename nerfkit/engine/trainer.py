@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from nerfkit.core import losses as losses_lib
 from nerfkit.core import metrics as metrics_lib
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
@@ -82,7 +83,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
             out = m.render_rays(batch.rays, k_render, train=True, background=batch.background)
             loss, aux = m.loss(out, batch, k_loss)
             aux = dict(aux)
-            aux["psnr"] = metrics_lib.psnr(jnp.mean((out["rgb"] - batch.rgb) ** 2))
+            aux["psnr"] = metrics_lib.psnr(losses_lib.mse(out["rgb"], batch.rgb,
+                                                          out.get("ray_mask")))
             # Model.loss may update non-parameter state (e.g. R2L's hard-ray pool); keep it.
             return loss, (aux, nnx.split(m, nnx.Param, ...)[2])
 

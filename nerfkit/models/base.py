@@ -53,7 +53,8 @@ class Model(nnx.Module):
           train: training mode (jittered sampling, noise); background: ``[B, 3]`` colours.
         Returns:
           at least ``rgb [B, 3]``, ``depth [B, 1]`` and ``acc [B, 1]``; families may add keys
-          (e.g. ``rgb_coarse``) that their :meth:`loss` uses.
+          (e.g. ``rgb_coarse``) that their :meth:`loss` uses, and ``ray_mask [B, 1]`` when some
+          rays of a training batch were not rendered (they are left out of the loss).
         """
         raise NotImplementedError
 
@@ -65,7 +66,7 @@ class Model(nnx.Module):
         non-parameter state (``nnx.Variable`` that are not ``Param``, e.g. R2L's hard-ray pool)
         are kept, outside the gradient."""
         target = batch.rgb
-        mse = losses.mse(outputs["rgb"], target)
+        mse = losses.mse(outputs["rgb"], target, outputs.get("ray_mask"))
         total = mse
         metrics = {"mse": mse}
         if "rgb_coarse" in outputs:

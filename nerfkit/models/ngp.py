@@ -215,7 +215,8 @@ class NGP(Model):
             return self._render(rays, key, n, background)
         # Training: rays that cross no occupied cell render the background whatever the
         # parameters are (zero gradient), so only up to ``train_active_fraction * B`` rays that
-        # do are packed into a smaller fixed-size batch and sent through the field.
+        # do are packed into a smaller fixed-size batch and sent through the field; active rays
+        # beyond that are left out of the loss (``ray_mask``).
         b = rays.origins.shape[0]
         slots = max(1, int(b * cfg.train_active_fraction))
         active = occupancy.occupied_length(rays, self.grid.get_value(), cfg.march_steps) > 0
@@ -231,6 +232,8 @@ class NGP(Model):
             "depth": rays.far.at[src].set(out["depth"], mode="drop"),
             "acc": jnp.zeros_like(rays.far).at[src].set(out["acc"], mode="drop"),
             "active_fraction": jnp.mean(active.astype(jnp.float32)),
+            # Active rays beyond the slots were not rendered: leave them out of the loss.
+            "ray_mask": (~(active & (pos >= slots)))[:, None].astype(jnp.float32),
         }
         return full
 

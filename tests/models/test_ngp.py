@@ -145,3 +145,22 @@ def test_training_ray_packing_changes_nothing_but_cost():
     np.testing.assert_allclose(op["acc"], of["acc"], atol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(gf)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_rays_beyond_the_packing_slots_are_left_out_of_the_loss():
+    import dataclasses
+    from nerfkit.core.rays import Batch
+    cfg = dataclasses.replace(SMALL, train_active_fraction=0.25)
+    m = cfg.build(INFO, nnx.Rngs(0))  # grid fully occupied: every ray through the box is active
+    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (16, 1))
+    d = jax.random.normal(jax.random.key(5), (16, 3)) * 0.1 + jnp.array([0.0, 0.0, -1.0])
+    rays = make_rays(o, d, 2.0, 6.0)
+    bg = jnp.zeros((16, 3))
+    out = m.render_rays(rays, None, train=True, background=bg)
+    mask = np.asarray(out["ray_mask"])[:, 0]
+    assert mask.sum() == 4  # 16 active rays, 4 slots
+    target = jnp.full((16, 3), 0.5)
+    loss, _ = m.loss(out, Batch(rays, target, bg))
+    kept = mask > 0
+    expected = float(jnp.mean((out["rgb"][kept] - 0.5) ** 2))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
