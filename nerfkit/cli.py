@@ -66,8 +66,8 @@ class DemoCommand:
 
     output: Path = Path("runs/demo")
     """Run directory."""
-    max_minutes: float = 4.0
-    """Training time budget."""
+    max_minutes: float = 3.0
+    """Training time budget (the whole demo, set-up included, stays under 10 minutes)."""
     overwrite: bool = True
     """Replace an earlier demo run in ``output``."""
     frames: int = 60
