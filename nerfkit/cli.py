@@ -15,7 +15,6 @@ exit with status 2; ``--debug`` anywhere on the command line shows the traceback
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional, Union
@@ -143,7 +142,6 @@ def run_export(cmd) -> int:
 
 def _train_type():
     from nerfkit.configs import PRESETS
-    from nerfkit.engine.config import TrainConfig
     defaults = {name: cfg for name, (_, cfg) in PRESETS.items()}
     descriptions = {name: desc for name, (desc, _) in PRESETS.items()}
     return tyro.extras.subcommand_type_from_defaults(defaults, descriptions)

@@ -10,7 +10,6 @@ Nothing here knows about a particular family: the model renders rays and returns
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from nerfkit.engine.config import (TrainConfig, load_train_config, read_json, sa
                                    to_dict, write_json_atomic)
 from nerfkit.engine.render import Renderer, evaluate
 from nerfkit.errors import CheckpointError, ConfigError, DataError, DivergenceError
-from nerfkit.models.base import Model, ModelConfig, SceneInfo
+from nerfkit.models.base import ModelConfig, SceneInfo
 
 
 class TrainState(NamedTuple):

@@ -6,10 +6,8 @@ OBJ by extension); nerfkit only samples its fields.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +26,7 @@ def _require(module: str):
 
 
 def _model_fn(run, name: str):
-    graphdef, params, buffers = run.graphdef, run.params, run.buffers
+    graphdef = run.graphdef
 
     def fn(params, buffers, *args):
         return getattr(nnx.merge(graphdef, params, buffers), name)(*args)

@@ -12,8 +12,6 @@ import math
 from typing import Any, ClassVar, Optional
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
