@@ -185,12 +185,19 @@ def candidate_steps(rays: Rays, aabb: jax.Array, march_steps: int
     return edges, hit
 
 
-def occupied_length(rays: Rays, grid: OccupancyGrid, march_steps: int) -> jax.Array:
-    """``[...]`` total length (in ``t``) of each ray's occupied candidate steps."""
+def occupied_steps(rays: Rays, grid: OccupancyGrid, march_steps: int
+                   ) -> tuple[jax.Array, jax.Array]:
+    """Candidate step edges ``[..., K+1]`` and whether each step's midpoint is in an occupied
+    cell ``[..., K]`` (False for rays that miss the box)."""
     edges, hit = candidate_steps(rays, grid.aabb, march_steps)
     mids = 0.5 * (edges[..., 1:] + edges[..., :-1])
     x = rays.origins[..., None, :] + mids[..., None] * rays.directions[..., None, :]
-    occ = is_occupied(grid, x) & hit[..., None]
+    return edges, is_occupied(grid, x) & hit[..., None]
+
+
+def occupied_length(rays: Rays, grid: OccupancyGrid, march_steps: int) -> jax.Array:
+    """``[...]`` total length (in ``t``) of each ray's occupied candidate steps."""
+    edges, occ = occupied_steps(rays, grid, march_steps)
     return jnp.sum(jnp.where(occ, edges[..., 1:] - edges[..., :-1], 0.0), axis=-1)
 
 
@@ -207,15 +214,12 @@ def occupied_samples(key: Optional[jax.Array], rays: Rays, grid: OccupancyGrid,
       length in ``t`` each sample stands for (``L_occ / S``), and ``valid [..., S]`` (the sample
       lies in an occupied cell; rays with no occupied length have no valid sample).
     """
-    edges, hit = candidate_steps(rays, grid.aabb, march_steps)
-    mids = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    x = rays.origins[..., None, :] + mids[..., None] * rays.directions[..., None, :]
-    occ = is_occupied(grid, x) & hit[..., None]
+    edges, occ = occupied_steps(rays, grid, march_steps)
     seg = edges[..., 1:] - edges[..., :-1]
     cum = jnp.concatenate([jnp.zeros_like(seg[..., :1]),
                            jnp.cumsum(jnp.where(occ, seg, 0.0), axis=-1)], axis=-1)
     total = cum[..., -1:]
-    batch = mids.shape[:-1]
+    batch = seg.shape[:-1]
     j = jnp.arange(num_samples, dtype=jnp.float32)
     if key is None:
         u = jnp.broadcast_to((j + 0.5) / num_samples, (*batch, num_samples))
