@@ -38,7 +38,8 @@ def throughput(model_cfg: NeRFConfig, scene, repeats: int) -> dict:
     graphdef, params, buffers = build_model(model_cfg, info, 0)
     tx = model_cfg.optimizer()
     source = PixelSource(scene, model_cfg.background)
-    step = make_train_step(graphdef, tx, source, model_cfg.batch_size, False)
+    step = make_train_step(graphdef, tx, source, model_cfg.batch_size, False,
+                           model_cfg.microbatch)
     state = [TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))]
     key = jax.random.key(0)
 

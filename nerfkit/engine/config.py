@@ -43,6 +43,9 @@ class TrainConfig:
       final_eval: evaluate on every test view when training ends (writes ``eval/test.json``).
       on_nonfinite: ``stop`` (keep the last good checkpoint and exit with an error) or ``skip``
         (drop the update of a step whose loss or gradients are not finite).
+      init_from: start from the weights of another run's latest checkpoint (same family and
+        sizes; the optimiser and step count start afresh): fine-tuning, e.g. a distilled student
+        on the real training images (``nerfkit train r2l --init-from runs/lego-r2l ...``).
     """
 
     model: ModelConfig
@@ -62,6 +65,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     final_eval: bool = True
     on_nonfinite: str = "stop"
+    init_from: Optional[Path] = None
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "skip"):

@@ -13,8 +13,14 @@ with the teacher (any family: the teacher is merged from its graph and weights h
 source's ``data`` and called through :meth:`~nerfkit.models.base.Model.render_rays`), and returns a
 :class:`~nerfkit.core.rays.Batch` whose target is the teacher's colour and whose ``extras`` carry
 the teacher's per-sample ``t_mid``, ``weights`` and ``density`` ``[B, S]`` when the teacher family
-outputs them (vanilla NeRF does; NeRDF uses them). Teacher renders are made on the fly, never
-cached.
+outputs them (vanilla NeRF does; NeRDF uses them).
+
+Teacher renders are made on the fly by default (every batch is new pseudo data). With
+``--model.teacher-cache-rays N`` the teacher renders ``N`` pseudo rays once, before training, in
+chunks written to ``RUN/teacher_cache/`` (``.npz`` files, atomically; a crash or ``--resume``
+reuses the complete chunks), and batches are drawn from that cache: R2L's recipe of a fixed
+pseudo dataset, which leaves every training step to the student. Cached colours are stored on a
+black background with the teacher's opacity, so random backgrounds still work.
 """
 
 from __future__ import annotations
@@ -43,6 +49,16 @@ from nerfkit.errors import ConfigError
 TEACHER_EXTRAS = ("t_mid", "weights", "density")
 
 
+class TeacherCache(NamedTuple):
+    """Pseudo rays the teacher rendered once (``[N]`` leading dims): colour on black ``rgb
+    [N, 3]``, opacity ``acc [N]`` and the per-sample ``extras`` (``[N, S]`` each)."""
+
+    rays: Rays
+    rgb: jax.Array
+    acc: jax.Array
+    extras: dict
+
+
 class TeacherData(NamedTuple):
     """The device-resident part of a :class:`TeacherSource` (passed into the train step)."""
 
@@ -50,6 +66,7 @@ class TeacherData(NamedTuple):
     buffers: Any
     cameras: PseudoCameraData
     pixels: Optional[PixelData]
+    cache: Optional[TeacherCache] = None
 
 
 def _same_geometry(a: RayGeometry, b: RayGeometry) -> bool:
@@ -70,12 +87,16 @@ class TeacherSource:
       teacher: the teacher's run directory.
       scene: the student's training split (same dataset as the teacher's).
       student: the student's config (:class:`~nerfkit.models.student.StudentConfig`):
-        ``background``, ``pseudo_poses``, ``real_fraction``, ``teacher_chunk``.
+        ``background``, ``pseudo_poses``, ``real_fraction``, ``teacher_chunk``,
+        ``teacher_cache_rays``.
+      cache_dir: where the teacher cache lives (needed when ``teacher_cache_rays > 0``).
+      seed: seeds the cached pseudo rays.
     Attributes:
       extra_keys: which of :data:`TEACHER_EXTRAS` the teacher provides.
     """
 
-    def __init__(self, teacher: str | Path, scene: Scene, student: Any):
+    def __init__(self, teacher: str | Path, scene: Scene, student: Any,
+                 cache_dir: Optional[Path] = None, seed: int = 0):
         from nerfkit.engine.trainer import load_run
         run = load_run(teacher)
         self.geom = ray_geometry(scene)
@@ -101,13 +122,19 @@ class TeacherSource:
                 d.cameras, self.geom, jax.random.key(0), 2, self.mode), jnp.ones((2, 3))),
             self.data)
         self.extra_keys = tuple(k for k in TEACHER_EXTRAS if k in probe)
+        cache_rays = int(getattr(student, "teacher_cache_rays", 0))
+        if cache_rays > 0:
+            if cache_dir is None:
+                raise ConfigError("teacher_cache_rays > 0 needs a cache directory")
+            self.data = self.data._replace(
+                cache=build_teacher_cache(self, Path(cache_dir), cache_rays, seed))
 
     def _teacher_render(self, data: TeacherData, rays: Rays, background: jax.Array
                         ) -> dict[str, jax.Array]:
         def render(r: Rays, bg: jax.Array) -> dict[str, jax.Array]:
             teacher = nnx.merge(self.graphdef, data.params, data.buffers)
             out = teacher.render_rays(r, None, train=False, background=bg)
-            return {k: out[k] for k in ("rgb",) + TEACHER_EXTRAS if k in out}
+            return {k: out[k] for k in ("rgb", "acc") + TEACHER_EXTRAS if k in out}
 
         n = rays.origins.shape[0]
         c = self.chunk
@@ -134,6 +161,8 @@ class TeacherSource:
             real = sample_batch(data.pixels, self.geom, k_real, n_real, self.background)
             parts.append(real.rays)
             bgs.append(real.background)
+        if data.cache is not None:
+            return self._sample_cached(data, real, k_pseudo, k_bg, n_pseudo)
         if n_pseudo:
             parts.append(sample_pseudo_rays(data.cameras, self.geom, k_pseudo, n_pseudo,
                                             self.mode))
@@ -147,6 +176,83 @@ class TeacherSource:
             rgb = jnp.concatenate([real.rgb, rgb[n_real:]], axis=0)
         extras = {k: out[k] for k in TEACHER_EXTRAS if k in out}
         return Batch(rays, rgb, background, extras)
+
+    def _sample_cached(self, data: TeacherData, real: Optional[Batch], key: jax.Array,
+                       k_bg: jax.Array, n: int) -> Batch:
+        """``n`` rays drawn uniformly from the cache (after the real pixels of ``real``, whose
+        extras the teacher renders on the fly)."""
+        cache = data.cache
+        idx = jax.random.randint(key, (n,), 0, cache.acc.shape[0])
+        take = lambda x: x[idx]
+        rays = jax.tree_util.tree_map(take, cache.rays)
+        bg = background_colors(k_bg, self.background, n)
+        rgb = cache.rgb[idx] + (1.0 - cache.acc[idx])[:, None] * bg
+        extras = {k: v[idx] for k, v in cache.extras.items()}
+        if real is None:
+            return Batch(rays, rgb, bg, extras)
+        out = self._teacher_render(data, real.rays, real.background)
+        cat = lambda a, b: jnp.concatenate([a, b], axis=0)
+        return Batch(jax.tree_util.tree_map(cat, real.rays, rays), cat(real.rgb, rgb),
+                     cat(real.background, bg), {k: cat(out[k], extras[k]) for k in extras})
+
+
+def build_teacher_cache(source: TeacherSource, directory: Path, num_rays: int, seed: int,
+                        chunk_rays: int = 1 << 16) -> TeacherCache:
+    """Renders ``num_rays`` pseudo rays with ``source``'s teacher into ``directory`` (one
+    ``chunk_XXXXX.npz`` per ``chunk_rays``, written atomically; chunks already there from the
+    same teacher and settings are reused, others are replaced) and loads them.
+
+    Chunk ``i`` is drawn with ``fold_in(key(seed), i)``, so an interrupted cache completes to the
+    same rays. Colours are rendered on black and stored with the opacity ``acc``.
+    """
+    from nerfkit.engine.config import write_json_atomic
+    chunks = -(-num_rays // chunk_rays)
+    meta = {"teacher": str(source.teacher_dir.absolute()), "mode": source.mode,
+            "num_rays": num_rays, "chunk_rays": chunk_rays, "seed": seed, "version": 1}
+    meta_path = directory / "cache.json"
+    if meta_path.exists():
+        try:
+            same = json.loads(meta_path.read_text()) == meta
+        except (OSError, ValueError):
+            same = False
+        if not same:                          # derived data of another setting: rebuild
+            for f in directory.glob("chunk_*.npz"):
+                f.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(meta_path, meta)
+
+    @jax.jit
+    def render_chunk(data: TeacherData, key: jax.Array) -> dict[str, jax.Array]:
+        rays = sample_pseudo_rays(data.cameras, source.geom, key, chunk_rays, source.mode)
+        out = source._teacher_render(data, rays, jnp.zeros((chunk_rays, 3), jnp.float32))
+        fields = {f"rays.{k}": v for k, v in rays._asdict().items() if v is not None}
+        return {**fields, "rgb": out["rgb"], "acc": out["acc"].reshape(chunk_rays),
+                **{f"extras.{k}": out[k] for k in source.extra_keys}}
+
+    parts: list[dict[str, np.ndarray]] = []
+    base = jax.random.key(seed)
+    for i in range(chunks):
+        path = directory / f"chunk_{i:05d}.npz"
+        arrays = None
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    arrays = {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError):
+                arrays = None                 # a damaged chunk is rendered again
+        if arrays is None:
+            print(f"teacher cache: rendering chunk {i + 1}/{chunks} ({chunk_rays} rays) "
+                  f"-> {path}", flush=True)
+            arrays = {k: np.asarray(v) for k, v in
+                      render_chunk(source.data, jax.random.fold_in(base, i)).items()}
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(path)
+        parts.append(arrays)
+    cat = {k: np.concatenate([p[k] for p in parts])[:num_rays] for k in parts[0]}
+    rays = Rays(**{k[5:]: jnp.asarray(v) for k, v in cat.items() if k.startswith("rays.")})
+    extras = {k[7:]: jnp.asarray(v) for k, v in cat.items() if k.startswith("extras.")}
+    return TeacherCache(rays, jnp.asarray(cat["rgb"]), jnp.asarray(cat["acc"]), extras)
 
 
 @dataclasses.dataclass(frozen=True)

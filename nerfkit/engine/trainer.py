@@ -66,9 +66,18 @@ def build_model(model_cfg: ModelConfig, info: SceneInfo, seed: int
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, source: Any,
-                    batch_size: int, skip_nonfinite: bool):
+                    batch_size: int, skip_nonfinite: bool, microbatch: Optional[int] = None):
     """Returns the jit'd ``step(state, data, key, lr) -> (state, metrics)`` drawing batches of
-    ``batch_size`` from ``source`` (see :class:`~nerfkit.data.raysource.PixelSource`)."""
+    ``batch_size`` from ``source`` (see :class:`~nerfkit.data.raysource.PixelSource`).
+
+    With ``microbatch`` (a divisor of ``batch_size``), the batch is split into
+    ``batch_size // microbatch`` micro-batches whose gradients are averaged inside the step (a
+    ``lax.scan``): the same gradient as the whole batch for per-ray mean losses, with activations
+    bounded by the micro-batch, which keeps the MLPs' working set in cache on a CPU.
+    """
+    if microbatch is not None and (microbatch <= 0 or batch_size % microbatch):
+        raise ValueError(f"microbatch {microbatch} must divide batch_size {batch_size}")
+    chunks = 1 if microbatch is None else batch_size // microbatch
 
     def step_fn(state: TrainState, data: Any, key: jax.Array, lr: jax.Array):
         k_batch, k_pre, k_render, k_loss = jax.random.split(key, 4)
@@ -77,17 +86,40 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
         model.pre_step(state.step, k_pre)
         _, _, buffers = nnx.split(model, nnx.Param, ...)
 
-        def loss_fn(params):
+        def loss_fn(params, buffers, batch, k_render, k_loss):
             m = nnx.merge(graphdef, params, buffers, copy=True)  # copy: loss may update buffers
             out = m.render_rays(batch.rays, k_render, train=True, background=batch.background)
             loss, aux = m.loss(out, batch, k_loss)
             aux = dict(aux)
-            aux["psnr"] = metrics_lib.psnr(losses_lib.mse(out["rgb"], batch.rgb,
-                                                          out.get("ray_mask")))
+            aux["mse"] = losses_lib.mse(out["rgb"], batch.rgb, out.get("ray_mask"))
             # Model.loss may update non-parameter state (e.g. R2L's hard-ray pool); keep it.
             return loss, (aux, nnx.split(m, nnx.Param, ...)[2])
 
-        (loss, (aux, buffers)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        if chunks == 1:
+            (loss, (aux, buffers)), grads = grad_fn(state.params, buffers, batch, k_render, k_loss)
+        else:
+            micro = jax.tree_util.tree_map(
+                lambda x: x.reshape(chunks, x.shape[0] // chunks, *x.shape[1:]), batch)
+
+            def accumulate(carry, xs):
+                buffers, acc = carry
+                b, i = xs
+                (loss, (aux, buffers)), grads = grad_fn(
+                    state.params, buffers, b, jax.random.fold_in(k_render, i),
+                    jax.random.fold_in(k_loss, i))
+                acc = jax.tree_util.tree_map(lambda a, g: a + g / chunks, acc,
+                                             (loss, aux, grads))
+                return (buffers, acc), None
+
+            (_, (aux0, _)), _ = jax.eval_shape(  # the shapes of aux to start from
+                grad_fn, state.params, buffers,
+                jax.tree_util.tree_map(lambda x: x[0], micro), k_render, k_loss)
+            zeros = jax.tree_util.tree_map(
+                jnp.zeros_like, (jnp.zeros((), jnp.float32), aux0, state.params))
+            (buffers, (loss, aux, grads)), _ = jax.lax.scan(
+                accumulate, (buffers, zeros), (micro, jnp.arange(chunks)))
+        aux["psnr"] = metrics_lib.psnr(aux.pop("mse"))
         buffers = jax.lax.stop_gradient(buffers)
         opt_state = state.opt_state
         opt_state.hyperparams["learning_rate"] = lr
@@ -239,10 +271,13 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     save_scene_json(run_dir, cfg, scene, geom)
 
     graphdef, params, buffers = build_model(model_cfg, info, cfg.seed)
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    restoring = resuming and ckpt.latest_step() is not None
+    if cfg.init_from is not None and not restoring:
+        params, buffers = _weights_from_run(cfg.init_from, model_cfg, params, buffers)
     tx = model_cfg.optimizer()
     state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-    if resuming and ckpt.latest_step() is not None:
+    if restoring:
         state = ckpt.restore(state)
     # Restored arrays are committed to a device; commit fresh ones too, so that a resumed run
     # executes exactly the same compiled step as an uninterrupted one (bit-identical results).
@@ -255,7 +290,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     source = model_cfg.data_source(scene, cfg) or PixelSource(scene, model_cfg.background)
     data = source.data
     step_fn = make_train_step(graphdef, tx, source, model_cfg.batch_size,
-                              cfg.on_nonfinite == "skip")
+                              cfg.on_nonfinite == "skip", model_cfg.microbatch)
     base_key = jax.random.key(cfg.seed)
     metrics_path = run_dir / "metrics.jsonl"
     eval_idx = (np.linspace(0, len(test_scene) - 1, cfg.eval_views).round().astype(int).tolist()
@@ -345,6 +380,27 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
         summary["test_psnr"] = ev["psnr"]
         summary["test_ssim"] = ev["ssim"]
     return summary
+
+
+def _weights_from_run(run_dir: Path, model_cfg: ModelConfig, params: Any, buffers: Any
+                      ) -> tuple[Any, Any]:
+    """``(params, buffers)`` of ``run_dir``'s latest checkpoint, checked against the freshly
+    built ``params``/``buffers`` of ``model_cfg`` (same family, same structure and shapes)."""
+    run = load_run(run_dir)
+    if run.cfg.model.family != model_cfg.family:
+        raise ConfigError(f"{run_dir}: --init-from needs a run of the same family; it is a "
+                          f"{run.cfg.model.family!r} run, this is {model_cfg.family!r}")
+    for name, new, old in (("parameters", params, run.params), ("state", buffers, run.buffers)):
+        new_l = jax.tree_util.tree_leaves_with_path(new)
+        old_l = jax.tree_util.tree_leaves_with_path(old)
+        if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(old):
+            raise ConfigError(f"{run_dir}: --init-from run's model {name} differ in structure "
+                              "(different depth or options); use the same --model.* sizes")
+        for (path, a), (_, b) in zip(new_l, old_l):
+            if a.shape != b.shape:
+                raise ConfigError(f"{run_dir}: --init-from: {jax.tree_util.keystr(path)} has "
+                                  f"shape {tuple(b.shape)} in that run, {tuple(a.shape)} here")
+    return run.params, run.buffers
 
 
 def _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom, model_cfg,

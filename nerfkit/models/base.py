@@ -104,6 +104,9 @@ class ModelConfig:
         over training progress (steps or minutes); ``lr_warmup``: fraction of progress spent
         ramping up from ``lr_init / 100``.
       batch_size: rays per training step.
+      microbatch: rays per gradient micro-batch (a divisor of ``batch_size``; ``None``: the whole
+        batch at once). The step averages the micro-batches' gradients: the same update for
+        per-ray mean losses, with activation memory bounded by the micro-batch.
       background: training background for RGBA scenes: ``white``, ``black`` or ``random``.
       render_chunk: rays per render call when rendering full images.
     """
@@ -114,6 +117,7 @@ class ModelConfig:
     lr_final: float = 5e-5
     lr_warmup: float = 0.0
     batch_size: int = 1024
+    microbatch: Optional[int] = None
     background: str = "white"
     render_chunk: int = 4096
     default_steps: int = 200_000

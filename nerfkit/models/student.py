@@ -8,6 +8,7 @@ teacher (:class:`nerfkit.engine.distill.TeacherSource`) instead of the training 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Optional
 
 from nerfkit.errors import ConfigError
@@ -28,13 +29,19 @@ class StudentConfig(ModelConfig):
         truth replaces the teacher's colour; the teacher still labels their extras). This mixes
         R2L's second stage (fine-tuning on the real images) into distillation; ``1`` trains on
         real pixels only, with the teacher's extras.
-      teacher_chunk: rays per teacher render call inside the train step (bounds its memory).
+      teacher_chunk: rays per teacher render call (bounds its memory).
+      teacher_cache_rays: ``0``: the teacher labels fresh pseudo rays inside every train step.
+        ``N > 0``: it renders ``N`` pseudo rays once, before training, cached on disk in
+        ``RUN/teacher_cache/`` and reused by ``--resume``; batches are drawn from them (R2L's fixed
+        pseudo dataset; every step then goes to the student). Needs about
+        ``N * (80 + 12 * S)`` bytes of memory for a teacher with ``S`` samples per ray.
     """
 
     teacher: Optional[str] = None
     pseudo_poses: str = "auto"
     real_fraction: float = 0.0
     teacher_chunk: int = 4096
+    teacher_cache_rays: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.real_fraction <= 1.0:
@@ -42,10 +49,14 @@ class StudentConfig(ModelConfig):
         if self.pseudo_poses not in ("auto", "sphere", "box"):
             raise ConfigError(f"pseudo_poses must be auto, sphere or box, got "
                               f"{self.pseudo_poses!r}")
+        if self.teacher_cache_rays < 0:
+            raise ConfigError(f"teacher_cache_rays must be >= 0, got {self.teacher_cache_rays}")
 
     def data_source(self, scene: Any, train_cfg: Any) -> Any:
         if not self.teacher:
             return None
         # The one reference from a family to the engine: the teacher is a trained run.
         from nerfkit.engine.distill import TeacherSource
-        return TeacherSource(self.teacher, scene, self)
+        return TeacherSource(self.teacher, scene, self,
+                             cache_dir=Path(train_cfg.output) / "teacher_cache",
+                             seed=int(train_cfg.seed))

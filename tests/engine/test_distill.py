@@ -156,7 +156,8 @@ def test_teacher_source_labels_pseudo_and_real_rays(teacher):
 
 
 @pytest.mark.parametrize("family, args", [
-    ("r2l", ["--model.depth", "4", "--model.width", "16", "--model.points", "4"]),
+    ("r2l", ["--model.depth", "4", "--model.width", "16", "--model.points", "4",
+             "--model.teacher-cache-rays", "256"]),
     ("nerdf", ["--model.depth", "2", "--model.width", "16", "--model.samples", "8",
                "--model.num-basis", "6", "--model.points", "4"]),
 ])
@@ -172,7 +173,23 @@ def test_distill_cli_then_eval_and_render(teacher, tmp_path, family, args):
     assert cfg["downscale"] is None and cfg["data"].endswith("scene")
     assert max(json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()) == 3
     # The student is an ordinary run (one of each command per family keeps CI short).
-    if family == "r2l":
+    if family == "r2l":  # distilled from a cache of teacher renders
+        assert len(list((out / "teacher_cache").glob("chunk_*.npz"))) == 1
+        # Fine-tuning on the real images starts from the distilled weights (a step with a
+        # negligible learning rate leaves them where they were) ...
+        ft = tmp_path / "finetune"
+        assert main(["train", "r2l", "--init-from", str(out), "--data", cfg["data"],
+                     "--max-steps", "1", "--output", str(ft), "--no-final-eval",
+                     "--model.batch-size", "64", "--model.lr-init", "1e-12",
+                     "--model.lr-final", "1e-12", *args[:6]]) == 0
+        from nerfkit.engine.trainer import load_run
+        a, b = load_run(out).params, load_run(ft).params
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-8)
+        # ... and refuses a run of other sizes with a message naming it.
+        assert main(["train", "r2l", "--init-from", str(out), "--data", cfg["data"],
+                     "--max-steps", "1", "--output", str(tmp_path / "bad"),
+                     "--model.width", "8"]) == 2
         assert main(["eval", str(out), "--split", "test"]) == 0
         ev = json.loads((out / "eval" / "test.json").read_text())
         assert ev["num_views"] == 3 and 3.0 < ev["psnr"] < 40.0
@@ -189,3 +206,49 @@ def test_distill_needs_a_teacher_run(tmp_path, capsys):
     assert main(["distill", "nerdf", "--teacher", str(tmp_path / "nope"), "--output",
                  str(tmp_path / "s"), "--max-steps", "1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_teacher_cache_matches_on_the_fly_labels_and_is_reused(teacher, tmp_path):
+    """Cached pseudo rays carry exactly the teacher's render (re-composited onto each batch's
+    background), and a second source reuses the chunks on disk instead of rendering again."""
+    from nerfkit.engine.distill import TeacherSource
+    from nerfkit.engine.trainer import load_run
+    from nerfkit.models.nerdf import NeRDFConfig
+    run = load_run(teacher)
+    scene = run.load_split("train")
+    cfg = NeRDFConfig(teacher=str(teacher), teacher_chunk=16, teacher_cache_rays=100,
+                      background="random")
+    cache_dir = tmp_path / "cache"
+    # Small chunks so that the cache spans several files (the last one partly used).
+    import nerfkit.engine.distill as distill_mod
+    orig = distill_mod.build_teacher_cache
+    build = lambda src, d, n, seed: orig(src, d, n, seed, chunk_rays=48)
+    distill_mod.build_teacher_cache = build
+    try:
+        source = TeacherSource(teacher, scene, cfg, cache_dir=cache_dir, seed=3)
+        assert sorted(p.name for p in cache_dir.glob("chunk_*.npz")) == [
+            "chunk_00000.npz", "chunk_00001.npz", "chunk_00002.npz"]
+        cache = source.data.cache
+        assert cache.rgb.shape == (100, 3) and cache.extras["weights"].shape == (100, 16)
+        batch = jax.jit(source.sample, static_argnums=2)(source.data, jax.random.key(1), 64)
+        # Every ray of the batch is a cached ray ...
+        cached_o = np.asarray(cache.rays.origins)
+        idx = [int(np.argmin(np.abs(cached_o - o).sum(-1))) for o in np.asarray(batch.rays.origins)]
+        np.testing.assert_allclose(cached_o[idx], np.asarray(batch.rays.origins), atol=0)
+        # ... whose target is the teacher's render of it on the batch's (random) background.
+        from flax import nnx
+        ref = jax.jit(lambda r, bg: nnx.merge(run.graphdef, run.params, run.buffers).render_rays(
+            r, None, train=False, background=bg))(batch.rays, batch.background)
+        np.testing.assert_allclose(np.asarray(batch.rgb), np.asarray(ref["rgb"]), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(batch.extras["weights"]),
+                                   np.asarray(ref["weights"]), atol=1e-5)
+        # A second source (e.g. --resume) loads the chunks: same cache, nothing re-rendered.
+        stamps = {p: p.stat().st_mtime_ns for p in cache_dir.glob("chunk_*.npz")}
+        again = TeacherSource(teacher, scene, cfg, cache_dir=cache_dir, seed=3)
+        assert {p: p.stat().st_mtime_ns for p in cache_dir.glob("chunk_*.npz")} == stamps
+        np.testing.assert_array_equal(np.asarray(again.data.cache.rgb), np.asarray(cache.rgb))
+        # Another seed is another pseudo dataset: the stale chunks are replaced.
+        other = TeacherSource(teacher, scene, cfg, cache_dir=cache_dir, seed=4)
+        assert not np.allclose(np.asarray(other.data.cache.rays.origins), cached_o)
+    finally:
+        distill_mod.build_teacher_cache = orig
