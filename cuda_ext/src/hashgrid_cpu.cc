@@ -458,7 +458,7 @@ void LevelLoop(const Level& lv, const Points& pts, int64_t p0, int64_t p1, const
             __builtin_prefetch(tab_l + static_cast<int64_t>(bp->row[k][jj]) * F, kForWrite, 3);
         }
       }
-      body(b, i, p + i);
+      body(b, i, p + i, std::bool_constant<kHashed>{});
     }
     end(p, m);
     cur ^= 1;
@@ -493,6 +493,14 @@ void ForLevelPoints(const Level& lv, int64_t level_rows, const Points& pts, int6
 // one 8-byte access per row at F = 2 instead of two scalar ones, and, having the cotangent in
 // registers, no reloads around the backward's read-modify-writes (which the compiler would
 // otherwise have to assume alias it).
+typedef float V4 __attribute__((vector_size(16)));
+inline V4 Load4(const float* p) {
+  V4 v;
+  std::memcpy(&v, p, sizeof(V4));
+  return v;
+}
+inline void Store4(float* p, V4 v) { std::memcpy(p, &v, sizeof(V4)); }
+
 template <int kF>
 struct RowVec {
   typedef float T __attribute__((vector_size(4 * kF)));
@@ -542,8 +550,17 @@ struct FwdOp {
       // A block's features are collected here and written out as whole cache lines.
       alignas(64) float ob[kSub * (kF > 0 ? kF : 16)];
       ForLevelPoints<false>(levels[l], sizes[l], pts, p0, p1, tab_l, F,
-                            [tab_l, F, &ob](const Block& b, int i, int64_t) {
-        if constexpr (kF > 0) {
+                            [tab_l, F, &ob](const Block& b, int i, int64_t, auto hashed) {
+        if constexpr (kF == 2 && !decltype(hashed)::value) {
+          // Direct level: the bx = 0, 1 corners are adjacent rows, one 16-byte load per pair.
+          V4 acc = {};
+          for (int k = 0; k < 8; k += 2) {
+            const V4 w = {b.w[k][i], b.w[k][i], b.w[k + 1][i], b.w[k + 1][i]};
+            acc += w * Load4(tab_l + static_cast<int64_t>(b.row[k][i]) * 2);
+          }
+          const RowVec<2>::T sum = {acc[0] + acc[2], acc[1] + acc[3]};
+          RowVec<2>::Store(ob + i * 2, sum);
+        } else if constexpr (kF > 0) {
           using R = RowVec<kF>;
           typename R::T acc = {};
           for (int k = 0; k < 8; ++k)
@@ -593,8 +610,16 @@ struct BwdTablesOp {
       const float* g_l = glpf + l * LevelStride(np) * F;
       std::memset(d_l, 0, sizeof(float) * sizes[l] * F);
       ForLevelPoints<true>(levels[l], sizes[l], pts, 0, np, d_l, F,
-                           [&](const Block& b, int i, int64_t p) {
-        if constexpr (kF > 0) {
+                           [d_l, g_l, F](const Block& b, int i, int64_t p, auto hashed) {
+        if constexpr (kF == 2 && !decltype(hashed)::value) {
+          // Direct level: one 16-byte read-modify-write per pair of adjacent rows (bx = 0, 1).
+          const V4 gv = {g_l[2 * p], g_l[2 * p + 1], g_l[2 * p], g_l[2 * p + 1]};
+          for (int k = 0; k < 8; k += 2) {
+            float* d = d_l + static_cast<int64_t>(b.row[k][i]) * 2;
+            const V4 w = {b.w[k][i], b.w[k][i], b.w[k + 1][i], b.w[k + 1][i]};
+            Store4(d, Load4(d) + w * gv);
+          }
+        } else if constexpr (kF > 0) {
           using R = RowVec<kF>;
           const typename R::T gv = R::Load(g_l + p * kF);
           for (int k = 0; k < 8; ++k) {
@@ -634,7 +659,7 @@ struct BwdXOp {
         const Level& lv = levels[l];
         const float* tab_l = tab + lv.offset * F;
         ForLevelPoints<false>(lv, sizes[l], pts, p0, p1, tab_l, F,
-                              [&](const Block& b, int i, int64_t p) {
+                              [&](const Block& b, int i, int64_t p, auto) {
           const float* gp = g + (p * L + l) * F;
           float gv[8], frac[3], dfrac[3];
           for (int k = 0; k < 8; ++k) {
