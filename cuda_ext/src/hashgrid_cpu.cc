@@ -8,29 +8,34 @@
 // hashed (int64 arrays of length L) and log2_table_size. x must already be clamped to [0, 1]
 // (the Python wrapper does it, so that the clamp's gradient is JAX's).
 //
-// How it is fast on a CPU (measured on a 2-core Zen 5, see cuda_ext/README.md):
+// How it is fast on a CPU (measured on the 2-core Zen 5 dev box, see cuda_ext/README.md). The
+// hashed levels are bound by random accesses into a 4 MiB table (T = 2^19, F = 2): ~4.5 cache
+// lines per point and level, ~1.3-1.7 ns per line from L3 on one core, whatever the prefetching.
+// Everything else is kept off that path:
 //
-// * Level-major order. Work item i is (level i / nchunks, points of chunk i % nchunks): the
-//   threads work on the same level at the same time, and its table (4 MiB at T = 2^19, F = 2)
-//   stays in the last-level cache. A point-major order cycles through all levels' tables
-//   (48 MiB), which outgrow it: 4x slower with uniformly random points.
-// * Level-major features in a reused scratch buffer ([L, P, F], one level contiguous), copied
-//   to / from nerfkit's [P, L*F] by a blocked transpose at the end of the forward and the start
-//   of the backward pass. Strided [P, L*F] stores from a level-major loop cost a
-//   read-for-ownership of a whole cache line per 8 bytes (+50% time); XLA's own transpose is
-//   slower than this one.
-// * Corner rows and weights computed 16 points at a time with SIMD (GCC vector extensions,
-//   2.5x less time than scalar code at L1-resident tables); the table accesses are scalar
-//   loads, with the rows of the point kAhead further on software-prefetched for tables larger
-//   than L2 (1.5x at T = 2^19).
-// * Fresh multi-MiB output buffers are advised to use transparent huge pages (fewer page
-//   faults: -15% fwd+bwd time).
+// * Level-major order: all threads work on the same level at the same time, and its table stays
+//   in the last-level cache (a point-major order cycles through all 48 MiB of tables: 4x
+//   slower). Before a large level's chunks, its table is read sequentially in slices (work items
+//   of the same parallel loop, no barrier): first touches of a cold table at random cost ~15%.
+// * Level-major features in a reused scratch buffer ([L, P, F], each level cache-line aligned),
+//   written as whole lines with non-temporal stores (a block of points at a time, so the
+//   tables are not evicted), converted to / from nerfkit's [P, L*F] by a transpose: for F = 2
+//   and L % 8 == 0 an AVX-512 8x8 transpose with non-temporal stores (2x faster than element
+//   copies), else element copies. Strided [P, L*F] accesses from the level loop would move
+//   a 64-byte line per 8 bytes.
+// * Corner rows and weights 16 points at a time with SIMD (GCC vector extensions) from a
+//   coordinate-major copy of x; table rows are loaded (and, backward, read-modified-written)
+//   as one 8-byte vector at F = 2, the two x-adjacent rows of a direct level as one 16-byte
+//   vector; rows kAhead points further on are software-prefetched for tables larger than L2.
+// * Fresh multi-MiB output buffers are advised to use transparent huge pages (first writes to
+//   a fresh 32 MiB buffer took 17 ms in 4 KiB pages, 3.3 ms in huge pages).
 // * Threads: XLA's intra-op thread pool (ffi::ThreadPool), shared with XLA:CPU's own work, no
 //   oversubscription; the calling thread works too, and alone when there is no pool.
 // * Backward scatter-add: the levels occupy disjoint rows of the flat table, so each task owns
-//   whole levels: no atomics and no per-thread table copies, and the result is bitwise
-//   deterministic. (Measured alternatives, removed: point blocks with atomic float adds made
-//   fwd+bwd 1.85x slower, per-thread partial tables summed at the end 1.35x slower.)
+//   whole levels (zeroed just before, which also pulls them into the cache): no atomics and no
+//   per-thread table copies, and the result is bitwise deterministic. (Measured alternatives,
+//   removed: point blocks with atomic float adds made fwd+bwd 1.85x slower, per-thread partial
+//   tables summed at the end 1.35x slower; AVX-512 gathers were no faster than scalar loads.)
 
 #include <algorithm>
 #include <atomic>
