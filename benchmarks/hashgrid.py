@@ -1,6 +1,7 @@
 """Hash-grid encoding throughput: the straightforward JAX version against the optimised one.
 
     python benchmarks/hashgrid.py --out hashgrid.json [--points N] [--repeats K] [--no-xla-flags]
+        [--train-steps S] [--train-data LEGO]
 
 Both implementations run in the same process on the same inputs (uniform random points in the
 unit cube, the paper's default grid: 16 levels x 2 features, T = 2**19, N_min 16, N_max 2048).
@@ -12,6 +13,11 @@ median per entry is reported: wall-clock time (the headline numbers) and process
 threads; steadier than wall-clock when the machine is shared, as the load average in the JSON
 shows). "fwd_bwd" is ``jax.value_and_grad`` of ``<encode(tables, x), cot>``
 with respect to the tables (what a NeRF train step needs), ``cot`` a fixed random cotangent.
+
+With the kernel built, it then measures end-to-end NGP training on lego (200x200, 4096-ray steps,
+the default model) with ``--model.backend jax`` and ``ffi``, interleaved step by step after a
+warm-up step each (``benchmarks/ngp_backend.py``): ``train`` in the JSON. ``--train-steps 0``
+skips it; it is skipped with a note when the dataset is missing.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ def main() -> None:
         action="store_true",
         help="do not apply nerfkit.xla_flags.configure_cpu() (to measure its effect)",
     )
+    ap.add_argument("--train-steps", type=int, default=6,
+                    help="timed NGP train steps per backend on --train-data (0: skip)")
+    ap.add_argument("--train-data", default=None,
+                    help="Blender scene for the training measurement (default: shared lego)")
     args = ap.parse_args()
 
     flags_before = os.environ.get("XLA_FLAGS", "")
@@ -166,6 +176,16 @@ def main() -> None:
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "XLA_FLAGS_before_configure_cpu": flags_before,
     }
+    train = None
+    if ffi_name in results and args.train_steps > 0:
+        import ngp_backend  # this folder; sets nothing new (the XLA flags are already applied)
+
+        data = args.train_data or str(ngp_backend.LEGO)
+        if os.path.isdir(data):
+            train = ngp_backend.measure_training(data, steps=args.train_steps)
+        else:
+            print(f"note: end-to-end training not measured, no dataset at {data}")
+    out["train"] = train
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
 
@@ -188,6 +208,8 @@ def main() -> None:
         sf = out["speedup_ffi"]
         print(f"speedup {ffi_name} / jax: fwd {sf['fwd']:.2f}x, fwd+bwd {sf['fwd_bwd']:.2f}x "
               f"(max |diff| vs jax_naive {max_abs_diff_ffi:.2e})")
+    if train is not None:
+        ngp_backend.print_training(train)
 
 
 if __name__ == "__main__":

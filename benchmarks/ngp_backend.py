@@ -35,22 +35,16 @@ from nerfkit.nn import ffi_backend
 LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "nerf_synthetic" / "lego"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", default="ngp_backend.json")
-    ap.add_argument("--data", default=str(LEGO))
-    ap.add_argument("--downscale", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--levels", type=int, default=16)
-    ap.add_argument("--log2-table-size", type=int, default=19)
-    args = ap.parse_args()
+def measure_training(data: str = str(LEGO), downscale: int = 4, steps: int = 6,
+                     batch_size: int = 4096, levels: int = 16, log2_table_size: int = 19) -> dict:
+    """NGP training rays/s with ``backend="jax"`` and ``"ffi"``, interleaved step by step in this
+    process. Returns ``{"config", "results": {"jax": ..., "ffi": ...}, "speedup_ffi_over_jax"}``;
+    each result has ``train_rays_per_s`` (median step), ``step_ms``, ``step_ms_all``,
+    ``warmup_s`` (compile + first step) and ``losses``."""
     if not ffi_backend.available():
-        raise SystemExit(f"the cuda_ext kernel is not built: {ffi_backend.BUILD_HINT}")
-
-    scene = load_scene(args.data, "train", args.downscale)
-    base = NGPConfig(batch_size=args.batch_size, levels=args.levels,
-                     log2_table_size=args.log2_table_size)
+        raise RuntimeError(f"the cuda_ext kernel is not built: {ffi_backend.BUILD_HINT}")
+    scene = load_scene(data, "train", downscale)
+    base = NGPConfig(batch_size=batch_size, levels=levels, log2_table_size=log2_table_size)
     runs = {}
     for backend in ("jax", "ffi"):
         cfg = dataclasses.replace(base, backend=backend)
@@ -65,7 +59,7 @@ def main() -> None:
         runs[backend] = dict(step=step, state=state, data=source.data, lr=cfg.lr_init,
                              warmup_s=time.perf_counter() - t0, times=[], losses=[])
 
-    for i in range(1, args.steps + 1):
+    for i in range(1, steps + 1):
         for backend, r in runs.items():
             key = jax.random.fold_in(jax.random.key(0), i)
             t0 = time.perf_counter()
@@ -77,32 +71,52 @@ def main() -> None:
     for backend, r in runs.items():
         med = float(np.median(r["times"]))
         results[backend] = {
-            "train_rays_per_s": args.batch_size / med,
+            "train_rays_per_s": batch_size / med,
             "step_ms": med * 1e3,
             "step_ms_all": [t * 1e3 for t in r["times"]],
             "warmup_s": r["warmup_s"],
             "losses": r["losses"],
         }
-    speedup = results["ffi"]["train_rays_per_s"] / results["jax"]["train_rays_per_s"]
-    out = {
-        "benchmark": "ngp_backend",
-        "config": {"data": args.data, "downscale": args.downscale, "steps": args.steps,
-                   "batch_size": args.batch_size, "levels": args.levels,
-                   "log2_table_size": args.log2_table_size,
+    return {
+        "config": {"data": data, "downscale": downscale, "steps": steps,
+                   "batch_size": batch_size, "levels": levels, "log2_table_size": log2_table_size,
                    "num_samples": base.num_samples, "image_hw": [scene.height, scene.width],
                    "ffi_platform": "cuda" if jax.default_backend() == "gpu" else "cpu"},
         "results": results,
-        "speedup_ffi_over_jax": speedup,
-        "load_average_1min": os.getloadavg()[0],
-        "environment": environment(),
+        "speedup_ffi_over_jax": results["ffi"]["train_rays_per_s"] / results["jax"]["train_rays_per_s"],
     }
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"NGP train step, {args.batch_size} rays x {base.num_samples} samples, "
-          f"{scene.width}x{scene.height} images, {jax.devices()[0]}:")
-    for backend, r in results.items():
+
+
+def print_training(m: dict) -> None:
+    c = m["config"]
+    print(f"NGP train step, {c['batch_size']} rays x {c['num_samples']} samples, "
+          f"{c['image_hw'][1]}x{c['image_hw'][0]} images, {jax.devices()[0]}:")
+    for backend, r in m["results"].items():
         print(f"  {backend:4s} {r['train_rays_per_s']:9.0f} rays/s  step {r['step_ms']:7.1f} ms  "
               f"(warm-up {r['warmup_s']:.1f} s)  loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f}")
-    print(f"  ffi / jax: {speedup:.2f}x; wrote {args.out}")
+    print(f"  ffi / jax: {m['speedup_ffi_over_jax']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default="ngp_backend.json")
+    ap.add_argument("--data", default=str(LEGO))
+    ap.add_argument("--downscale", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--levels", type=int, default=16)
+    ap.add_argument("--log2-table-size", type=int, default=19)
+    args = ap.parse_args()
+    if not ffi_backend.available():
+        raise SystemExit(f"the cuda_ext kernel is not built: {ffi_backend.BUILD_HINT}")
+    m = measure_training(args.data, args.downscale, args.steps, args.batch_size, args.levels,
+                         args.log2_table_size)
+    out = {"benchmark": "ngp_backend", "config": m["config"], "results": m["results"],
+           "speedup_ffi_over_jax": m["speedup_ffi_over_jax"],
+           "load_average_1min": os.getloadavg()[0], "environment": environment()}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print_training(m)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

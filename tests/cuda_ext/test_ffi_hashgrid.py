@@ -34,10 +34,13 @@ needs_kernel = pytest.mark.skipif(
     not BUILT, reason="cuda_ext CPU kernel not built (run `bash cuda_ext/build.sh --cpu-only`)")
 
 # Direct and hashed levels (and a run of each); F = 2 (the NGP default), 4 and an odd width
-# (the generic path); a single level.
+# (the generic path); a single level; F = 2 with a multiple of 8 levels and tables larger than
+# L2 (the CPU handler's AVX-512 transposes and table warm-up / prefetch paths).
 CONFIGS = [
     HashGridConfig(num_levels=6, features_per_level=2, log2_table_size=12, base_resolution=4,
                    max_resolution=64),
+    HashGridConfig(num_levels=8, features_per_level=2, log2_table_size=16, base_resolution=8,
+                   max_resolution=256),
     HashGridConfig(num_levels=4, features_per_level=4, log2_table_size=10, base_resolution=2,
                    max_resolution=40),
     HashGridConfig(num_levels=3, features_per_level=3, log2_table_size=9, base_resolution=5,
@@ -68,7 +71,8 @@ def _points(n=517, seed=1):
 
 def test_cfgs_cover_direct_and_hashed_levels():
     assert any(not h for h in CONFIGS[0].hashed) and any(CONFIGS[0].hashed)
-    assert any(CONFIGS[1].hashed) and any(CONFIGS[2].hashed)
+    assert any(not h for h in CONFIGS[1].hashed) and any(CONFIGS[1].hashed)
+    assert any(CONFIGS[2].hashed) and any(CONFIGS[3].hashed)
 
 
 @needs_kernel
