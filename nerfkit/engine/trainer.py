@@ -117,8 +117,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
                 jax.tree_util.tree_map(lambda x: x[0], micro), k_render, k_loss)
             zeros = jax.tree_util.tree_map(
                 jnp.zeros_like, (jnp.zeros((), jnp.float32), aux0, state.params))
+            # Unrolled: XLA:CPU runs the MLPs of a rolled loop body 2-3x slower (measured on
+            # the NeRF field), the unrolled copies at the speed of separate calls.
             (buffers, (loss, aux, grads)), _ = jax.lax.scan(
-                accumulate, (buffers, zeros), (micro, jnp.arange(chunks)))
+                accumulate, (buffers, zeros), (micro, jnp.arange(chunks)), unroll=True)
         aux["psnr"] = metrics_lib.psnr(aux.pop("mse"))
         buffers = jax.lax.stop_gradient(buffers)
         opt_state = state.opt_state
