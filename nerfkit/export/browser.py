@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import functools
 import http.server
 import json
 import os
+import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -53,10 +56,18 @@ class Chromium:
         self._profile = tempfile.mkdtemp(prefix="nerfkit-chromium-")
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        # The child's ends move above fd 9, so that moving them to 3 and 4 cannot clobber one.
+        lifted = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser_r, from_browser_w)]
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        to_browser_r, from_browser_w = lifted
 
-        # A shell moves the pipe ends to fds 3 and 4 (no Python code runs in the forked child).
+        # A fresh interpreter moves the pipe ends to fds 3 and 4 and execs the browser (no code
+        # runs in a fork of this multithreaded process; sh cannot name fds above 9).
+        launcher = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+                    "os.execv(sys.argv[3], sys.argv[3:])")
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "sh", exe,
+            [sys.executable, "-c", launcher, str(to_browser_r), str(from_browser_w), exe,
              *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
              "about:blank"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, pass_fds=(to_browser_r, from_browser_w))
@@ -74,7 +85,6 @@ class Chromium:
         while b"\0" not in self._buf:
             if time.monotonic() > deadline:
                 raise BrowserError("timed out waiting for the browser")
-            import select
             ready, _, _ = select.select([self._from_browser], [], [], 1.0)
             if ready:
                 chunk = os.read(self._from_browser, 1 << 20)
