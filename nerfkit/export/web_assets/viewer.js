@@ -19,6 +19,16 @@ function fail(msg) {
   throw new Error(msg);
 }
 
+function halfToFloat(h) {
+  const out = new Float32Array(h.length);
+  for (let i = 0; i < h.length; ++i) {
+    const x = h[i], e = (x >> 10) & 31, m = x & 1023, sign = x & 32768 ? -1 : 1;
+    out[i] = sign * (e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity)
+                                               : (1 + m / 1024) * 2 ** (e - 15));
+  }
+  return out;
+}
+
 const VERT = `#version 300 es
 void main() {
   vec2 p = vec2(float((gl_VertexID << 1) & 2), float(gl_VertexID & 2));
@@ -230,8 +240,9 @@ class Renderer {
       gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
       gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
       gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
-      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA16F, l.width, l.height, 0, gl.RGBA, gl.HALF_FLOAT,
-                    new Uint16Array(weights, l.offset, l.width * l.height * 4));
+      // Widened to float32 once here: SwiftShader converts half floats on every fetch.
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA32F, l.width, l.height, 0, gl.RGBA, gl.FLOAT,
+                    halfToFloat(new Uint16Array(weights, l.offset, l.width * l.height * 4)));
       return tex;
     });
     for (const [name, groups] of Object.entries(meta.network.buffers)) {
@@ -514,17 +525,22 @@ async function main() {
       document.body.dataset.frame = String((Number(document.body.dataset.frame) || 0) + 1);
       return Promise.resolve({width: c.width, height: c.height});
     },
-    // Milliseconds per frame over n frames at a given width (first frame excluded: warm-up).
+    // Milliseconds per frame over n frames at a given width, after a 16-pixel-wide warm-up
+    // frame (which compiles the shaders).
     benchmark(width, n) {
       paused = true;
+      draw(cam.camera(Math.min(16, width))); renderer.finish();
       const c = cam.camera(width);
-      draw(c); renderer.finish();
       const t0 = performance.now();
       for (let i = 0; i < n; ++i) { draw(c); renderer.finish(); }
       return Promise.resolve({width: c.width, height: c.height,
                               ms_per_frame: (performance.now() - t0) / n});
     },
     firstCamera: () => cam.camera(meta.scene.camera.width),
+    glRenderer() {
+      const ext = gl.getExtension('WEBGL_debug_renderer_info');
+      return ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+    },
   };
   document.body.dataset.ready = '1';
   requestAnimationFrame(loop);
