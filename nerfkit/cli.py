@@ -115,7 +115,21 @@ class ExportCameras:
     """Output JSON file."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportWeb:
+    """A self-contained browser viewer folder: live WebGL2 rendering for R2L and NeRDF runs, a
+    pre-rendered orbit (frames + MP4) for the other families. Serve it over HTTP to view it."""
+
+    run: tyro.conf.Positional[Path]
+    """The run directory."""
+    out: tyro.conf.Positional[Path]
+    """Output folder (index.html, viewer.js, model.json, weights.bin)."""
+    frames: int = 60
+    """Frames of the pre-rendered orbit (families that cannot render live only)."""
+
+
 ExportCommand = Union[
+    Annotated[ExportWeb, tyro.conf.subcommand("web")],
     Annotated[ExportMesh, tyro.conf.subcommand("mesh")],
     Annotated[ExportPointcloud, tyro.conf.subcommand("pointcloud")],
     Annotated[ExportCameras, tyro.conf.subcommand("cameras")],
@@ -126,7 +140,18 @@ def run_export(cmd) -> int:
     from nerfkit.engine.trainer import load_run
     from nerfkit.export import geometry
     run = load_run(cmd.run)
-    if isinstance(cmd, ExportMesh):
+    if isinstance(cmd, ExportWeb):
+        from nerfkit.export.web import export_web
+        res = export_web(run, cmd.out, frames=cmd.frames)
+        mb = res["bytes"] / 1e6
+        if res["live"]:
+            print(f"wrote {cmd.out}: live WebGL2 viewer of {res['family']} ({mb:.1f} MB); serve "
+                  f"it, e.g. python3 -m http.server -d {cmd.out}, and open index.html")
+        else:
+            print(f"wrote {cmd.out}: {res['family']} cannot render live in a browser; exported a "
+                  f"pre-rendered orbit of {cmd.frames} frames (frames/, video.mp4, index.html; "
+                  f"{mb:.1f} MB)")
+    elif isinstance(cmd, ExportMesh):
         mesh = geometry.extract_mesh(run, cmd.resolution, cmd.threshold)
         geometry.save_geometry(mesh, cmd.out)
         print(f"wrote {cmd.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
@@ -255,7 +280,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_eval(cmd)
         if isinstance(cmd, DemoCommand):
             return run_demo(cmd)
-        if isinstance(cmd, (ExportMesh, ExportPointcloud, ExportCameras)):
+        if isinstance(cmd, (ExportWeb, ExportMesh, ExportPointcloud, ExportCameras)):
             return run_export(cmd)
         from nerfkit.engine.distill import DistillConfig
         if isinstance(cmd, DistillConfig):
