@@ -43,6 +43,13 @@ class TrainConfig:
       final_eval: evaluate on every test view when training ends (writes ``eval/test.json``).
       on_nonfinite: ``stop`` (keep the last good checkpoint and exit with an error) or ``skip``
         (drop the update of a step whose loss or gradients are not finite).
+      num_processes: train as this many processes (every device of each is used; see
+        ``docs/DISTRIBUTED.md``). Alone, it starts that many local processes itself; with
+        ``process_id`` (or under ``srun``/``mpirun``), this process is one of them.
+      process_id: this process's rank in ``[0, num_processes)`` (default: ``JAX_PROCESS_ID`` or
+        the cluster's rank).
+      coordinator_address: ``host:port`` of process 0's coordinator (default:
+        ``JAX_COORDINATOR_ADDRESS`` or the cluster's).
     """
 
     model: ModelConfig
@@ -62,6 +69,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     final_eval: bool = True
     on_nonfinite: str = "stop"
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+    coordinator_address: Optional[str] = None
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "skip"):
