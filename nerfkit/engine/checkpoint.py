@@ -10,6 +10,11 @@ A write that fails (full disk, read-only folder) removes its temporary folder an
 Restoring checks the checkpoint's array names, shapes and dtypes against the model first (another
 config is a clear error), and afterwards a CRC32 of the state recorded when it was saved (orbax
 custom metadata), so garbled array files are an error rather than silently wrong parameters.
+
+In a multi-process run every process calls :meth:`Checkpointer.save` with the same (replicated)
+state and orbax writes one checkpoint for all of them. :meth:`Checkpointer.restore` places the
+arrays with the target's shardings, so a checkpoint restores onto any number of devices or
+processes (``--resume`` on another layout, ``nerfkit render`` on one CPU).
 """
 
 from __future__ import annotations

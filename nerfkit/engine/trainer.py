@@ -32,10 +32,10 @@ from flax import nnx
 
 from nerfkit.core import losses as losses_lib
 from nerfkit.core import metrics as metrics_lib
+from nerfkit.core.sharding import shard_batch
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
 from nerfkit.data.scene import Scene
-from nerfkit.core.sharding import shard_batch
 from nerfkit.engine import distributed, faults
 from nerfkit.engine import progress as progress_lib
 from nerfkit.engine.checkpoint import Checkpointer
