@@ -39,7 +39,7 @@ def throughput(model_cfg: NeRFConfig, scene, repeats: int) -> dict:
     tx = model_cfg.optimizer()
     source = PixelSource(scene, model_cfg.background)
     step = make_train_step(graphdef, tx, source, model_cfg.batch_size, False,
-                           model_cfg.microbatch)
+                           microbatch=model_cfg.microbatch)
     state = [TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))]
     key = jax.random.key(0)
 

@@ -183,8 +183,11 @@ def _distill_type():
 
 
 def run_distill(cfg) -> int:
+    from nerfkit.engine import distributed
     from nerfkit.engine.distill import distill
     summary = distill(cfg)
+    if not distributed.is_main():
+        return 0
     print(f"distilled {summary['step']} steps in {summary['train_seconds']:.0f} s from "
           f"{summary['teacher']} -> {summary['run_dir']}")
     if "test_psnr" in summary:
@@ -196,8 +199,11 @@ def run_distill(cfg) -> int:
 
 
 def run_train(cfg) -> int:
+    from nerfkit.engine import distributed
     from nerfkit.engine.trainer import train
     summary = train(cfg)
+    if not distributed.is_main():
+        return 0
     print(f"trained {summary['step']} steps in {summary['train_seconds']:.0f} s -> {summary['run_dir']}")
     if "test_psnr" in summary:
         print(f"test PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}")
@@ -282,6 +288,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_demo(cmd)
         if isinstance(cmd, (ExportWeb, ExportMesh, ExportPointcloud, ExportCameras)):
             return run_export(cmd)
+        from nerfkit.engine import distributed
+        mode, n = distributed.plan(cmd.num_processes, cmd.process_id, cmd.coordinator_address)
+        if mode == "launch":  # --num-processes N alone: start the N local processes
+            return distributed.launch_local(argv + (["--debug"] if debug else []), n)
+        if mode == "join":
+            distributed.initialize(cmd.num_processes, cmd.process_id, cmd.coordinator_address)
         from nerfkit.engine.distill import DistillConfig
         if isinstance(cmd, DistillConfig):
             return run_distill(cmd)

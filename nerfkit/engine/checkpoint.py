@@ -10,6 +10,11 @@ A write that fails (full disk, read-only folder) removes its temporary folder an
 Restoring checks the checkpoint's array names, shapes and dtypes against the model first (another
 config is a clear error), and afterwards a CRC32 of the state recorded when it was saved (orbax
 custom metadata), so garbled array files are an error rather than silently wrong parameters.
+
+In a multi-process run every process calls :meth:`Checkpointer.save` with the same (replicated)
+state and orbax writes one checkpoint for all of them. :meth:`Checkpointer.restore` places the
+arrays with the target's shardings, so a checkpoint restores onto any number of devices or
+processes (``--resume`` on another layout, ``nerfkit render`` on one CPU).
 """
 
 from __future__ import annotations
@@ -76,9 +81,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.directory}: no complete checkpoint to resume from")
-        abstract = jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-            if not isinstance(x, jax.ShapeDtypeStruct) else x, target)
+        abstract = jax.tree_util.tree_map(_abstract, target)
         self._check_metadata(abstract, step)
         try:
             with _quiet_orbax():
@@ -149,6 +152,16 @@ class Checkpointer:
 
 
 _CRC_KEY = "nerfkit_state_crc32"
+
+
+def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+    """What to restore a leaf as: its shape, dtype and, for a JAX array, its sharding (so a
+    checkpoint written with any number of devices or processes lands on the target's devices)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
 
 
 def _state_crc(state: Any) -> Optional[int]:

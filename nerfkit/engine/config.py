@@ -46,6 +46,13 @@ class TrainConfig:
       init_from: start from the weights of another run's latest checkpoint (same family and
         sizes; the optimiser and step count start afresh): fine-tuning, e.g. a distilled student
         on the real training images (``nerfkit train r2l --init-from runs/lego-r2l ...``).
+      num_processes: train as this many processes (every device of each is used; see
+        ``docs/DISTRIBUTED.md``). Alone, it starts that many local processes itself; with
+        ``process_id`` (or under ``srun``/``mpirun``), this process is one of them.
+      process_id: this process's rank in ``[0, num_processes)`` (default: ``JAX_PROCESS_ID`` or
+        the cluster's rank).
+      coordinator_address: ``host:port`` of process 0's coordinator (default:
+        ``JAX_COORDINATOR_ADDRESS`` or the cluster's).
     """
 
     model: ModelConfig
@@ -66,6 +73,9 @@ class TrainConfig:
     final_eval: bool = True
     on_nonfinite: str = "stop"
     init_from: Optional[Path] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+    coordinator_address: Optional[str] = None
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "skip"):

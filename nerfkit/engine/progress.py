@@ -19,7 +19,7 @@ class TrainProgress:
         self.total_steps = total_steps
         self.max_minutes = max_minutes
         self.start_step = start_step
-        self._interactive = self.console.is_terminal
+        self._interactive = self.console.is_terminal and not self.console.quiet
         self._last_print = 0.0
         self._progress = Progress(
             TextColumn("[bold]train"), BarColumn(), TextColumn("{task.description}"),
@@ -58,7 +58,7 @@ class TrainProgress:
                 f"loss {m['loss']:.4g} PSNR {m['psnr']:.2f} {m['rays_per_s']:,.0f} rays/s{eta}")
         if self._interactive:
             self._progress.update(self._task, completed=1000 * fr, description=desc)
-        else:
+        elif not self.console.quiet:
             now = time.monotonic()
             if now - self._last_print > 10 or fr >= 1.0:
                 self._last_print = now

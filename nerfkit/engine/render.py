@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from nerfkit.core import metrics
 from nerfkit.core.rays import Rays
 from nerfkit.data.raysource import RayGeometry, camera_image_rays
 from nerfkit.data.scene import Scene
+from nerfkit.engine import distributed
 from nerfkit.models.base import Model
 
 
@@ -21,12 +23,33 @@ class Renderer:
     """Renders rays with a trained model, ``chunk`` rays per jit'd call.
 
     The last chunk is padded to full size so that one compiled function serves every image.
+    With a device ``mesh`` (:func:`nerfkit.engine.distributed.data_mesh`) the parameters are
+    replicated on it and each chunk is split across its devices (``chunk`` is rounded up to a
+    multiple of their number); every process of a multi-process run must render the same rays,
+    and each gets the whole result.
     """
 
     def __init__(self, graphdef: nnx.GraphDef, params: Any, buffers: Any, geom: RayGeometry,
-                 chunk: int = 4096):
+                 chunk: int = 4096, mesh: Optional[Mesh] = None):
         self.geom = geom
-        self.chunk = int(chunk)
+        n_dev = distributed.mesh_size(mesh)
+        self.chunk = -(-int(chunk) // n_dev) * n_dev
+        self.mesh = mesh
+        if mesh is not None:
+            self._rep = distributed.replicated(mesh)
+            self._rays_sh = distributed.batch_sharding(mesh)
+            params, buffers = distributed.put((params, buffers), self._rep)
+
+        def jit(fn, n_args):  # on a mesh: rays (3rd argument) split, the rest replicated
+            if mesh is None:
+                return jax.jit(fn)
+
+            def traced(*args):
+                with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                    return fn(*args)
+            specs = (self._rep, self._rep, self._rays_sh, self._rep)[:n_args]
+            return jax.jit(traced, in_shardings=specs, out_shardings=self._rep)
+
         self.params = params
         self.buffers = buffers
 
@@ -35,14 +58,21 @@ class Renderer:
             out = model.render_rays(rays, None, train=False, background=background)
             return {k: out[k] for k in ("rgb", "depth", "acc")}
 
-        self._fn = jax.jit(_render)
+        self._fn = jit(_render, 4)
         # Families that know which rays meet nothing (e.g. an occupancy grid) let the renderer
         # skip them: they get the background, zero opacity and depth = far.
         model = nnx.merge(graphdef, params, buffers)
         self._mask_fn = None
         if type(model).active_rays is not Model.active_rays:
-            self._mask_fn = jax.jit(
-                lambda params, buffers, rays: nnx.merge(graphdef, params, buffers).active_rays(rays))
+            mask = lambda params, buffers, rays: nnx.merge(graphdef, params, buffers).active_rays(rays)
+            self._mask_fn = jit(mask, 3)
+
+    def _place(self, rays: Rays, background=None):
+        """Rays (and a background) as the jit'd functions take them (global arrays on the mesh)."""
+        if self.mesh is None:
+            return rays if background is None else (rays, background)
+        rays = distributed.put(rays, self._rays_sh)
+        return rays if background is None else (rays, distributed.put(background, self._rep))
 
     def _chunks(self, flat: Rays, n: int):
         """Yields ``(m, piece)``: consecutive chunks of ``flat`` padded to ``self.chunk`` rays."""
@@ -64,14 +94,15 @@ class Renderer:
         bg = jnp.broadcast_to(jnp.asarray(background, jnp.float32), (self.chunk, 3))
         active = None
         if self._mask_fn is not None:
-            active = np.concatenate([np.asarray(self._mask_fn(self.params, self.buffers, p))[:m]
-                                     for m, p in self._chunks(flat, n)])
+            active = np.concatenate([
+                np.asarray(self._mask_fn(self.params, self.buffers, self._place(p)))[:m]
+                for m, p in self._chunks(flat, n)])
             idx = np.flatnonzero(active)
             flat_all, flat = flat, jax.tree_util.tree_map(lambda x: x[idx], flat)
             n_all, n = n, int(idx.size)
         outs: list[dict[str, np.ndarray]] = []
         for m, piece in self._chunks(flat, n):
-            out = self._fn(self.params, self.buffers, piece, bg)
+            out = self._fn(self.params, self.buffers, *self._place(piece, bg))
             outs.append({k: np.asarray(v)[:m] for k, v in out.items()})
         if active is None:
             return {k: np.concatenate([o[k] for o in outs]).reshape(*shape, -1) for k in outs[0]}

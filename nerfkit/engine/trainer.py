@@ -6,10 +6,16 @@ Nothing here knows about a particular family: the model renders rays and returns
     RUN/config.json      resolved config (plain JSON)      RUN/metrics.jsonl  one line per log
     RUN/scene.json       what the model knows of the scene  RUN/checkpoints/   orbax, last N kept
     RUN/eval/<split>.json                                   evaluations
+
+Devices and processes (:mod:`nerfkit.engine.distributed`): the step runs on a ``('data',)`` mesh
+over every device (one device: the single-device program); each device draws and renders its
+share of the global batch, parameters and optimiser state are replicated. In a multi-process run
+every process runs this same loop; only process 0 writes files other than checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,10 +32,11 @@ from flax import nnx
 
 from nerfkit.core import losses as losses_lib
 from nerfkit.core import metrics as metrics_lib
+from nerfkit.core.sharding import shard_batch
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
 from nerfkit.data.scene import Scene
-from nerfkit.engine import faults
+from nerfkit.engine import distributed, faults
 from nerfkit.engine import progress as progress_lib
 from nerfkit.engine.checkpoint import Checkpointer
 from nerfkit.engine.config import (TrainConfig, load_train_config, read_json, save_train_config,
@@ -66,15 +73,21 @@ def build_model(model_cfg: ModelConfig, info: SceneInfo, seed: int
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, source: Any,
-                    batch_size: int, skip_nonfinite: bool, microbatch: Optional[int] = None):
+                    batch_size: int, skip_nonfinite: bool, mesh: Optional[jax.sharding.Mesh] = None,
+                    microbatch: Optional[int] = None):
     """Returns the jit'd ``step(state, data, key, lr) -> (state, metrics)`` drawing batches of
     ``batch_size`` from ``source`` (see :class:`~nerfkit.data.raysource.PixelSource`).
+
+    With a device ``mesh`` (:func:`~nerfkit.engine.distributed.data_mesh`) every argument and
+    result is replicated on it, and the batch is split along its ``data`` axis: each device draws
+    its share (the random draws of an unsplit batch, so the batch does not depend on the number
+    of devices) and renders it; XLA sums the gradients across devices.
 
     With ``microbatch`` (a divisor of ``batch_size``), the batch is split into
     ``batch_size // microbatch`` micro-batches whose gradients are averaged inside the one jit'd
     step: the same gradient as the whole batch for per-ray mean losses (a masked mean, as with
     ``ray_mask``, becomes a mean of per-micro-batch means), with activations bounded by the
-    micro-batch, which keeps the MLPs' working set in cache on a CPU.
+    micro-batch.
     """
     if microbatch is not None and (microbatch <= 0 or batch_size % microbatch):
         raise ValueError(f"microbatch {microbatch} must divide batch_size {batch_size}")
@@ -82,7 +95,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
 
     def step_fn(state: TrainState, data: Any, key: jax.Array, lr: jax.Array):
         k_batch, k_pre, k_render, k_loss = jax.random.split(key, 4)
-        batch = source.sample(data, k_batch, batch_size)
+        batch = shard_batch(source.sample(data, k_batch, batch_size))
         model = nnx.merge(graphdef, state.params, state.buffers)
         model.pre_step(state.step, k_pre)
         _, _, buffers = nnx.split(model, nnx.Param, ...)
@@ -135,29 +148,50 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
         aux["finite_grads"], aux["finite_params"] = finite_grads, finite_params
         return new, aux
 
-    return jax.jit(step_fn, donate_argnums=(0,))
+    if mesh is None:
+        return jax.jit(step_fn, donate_argnums=(0,))
+
+    def sharded_step(state, data, key, lr):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return step_fn(state, data, key, lr)
+
+    rep = distributed.replicated(mesh)
+    return jax.jit(sharded_step, in_shardings=(rep, rep, rep, rep), out_shardings=(rep, rep),
+                   donate_argnums=(0,))
 
 
-def _prepare_run_dir(cfg: TrainConfig) -> Path:
+def _prepare_run_dir(cfg: TrainConfig) -> tuple[Path, bool]:
+    """Checks ``cfg.output`` against ``--resume``/``--overwrite`` and creates (or empties) it;
+    returns it and whether an earlier run is resumed. Every process checks (so that a user error
+    ends all of them alike) before process 0 changes anything."""
     out = Path(cfg.output)
+    action = "create"
     if out.exists() and any(out.iterdir()):
         if cfg.resume:
-            return out
-        if cfg.overwrite:
+            action = "keep"
+        elif cfg.overwrite:
             if not (out / "config.json").exists():
                 raise ConfigError(f"{out}: refusing to --overwrite a directory that is not a "
                                   "nerfkit run (no config.json)")
-            shutil.rmtree(out)
+            action = "replace"
         else:
             raise ConfigError(f"{out}: run directory already exists; pass --resume to continue "
                               "it or --overwrite to replace it")
     elif cfg.resume:
         raise ConfigError(f"{out}: nothing to resume (no such run)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot create the run directory: {e.strerror or e}") from e
-    return out
+    resuming = action == "keep" and (out / "config.json").exists()
+    distributed.barrier("nerfkit: run directory checked")
+    error = None
+    if distributed.is_main() and action != "keep":
+        try:
+            if action == "replace":
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            error = ConfigError(f"{out}: cannot create the run directory: {e.strerror or e}")
+    if distributed.from_main(float(error is None)) != 1.0:
+        raise error or ConfigError(f"{out}: process 0 could not create the run directory")
+    return out, resuming
 
 
 def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeometry) -> None:
@@ -193,8 +227,10 @@ class LoadedRun(NamedTuple):
     step: int
 
     def renderer(self, chunk: Optional[int] = None) -> Renderer:
+        """A renderer over every device of this process (split chunks when there are several)."""
+        mesh = distributed.data_mesh(jax.local_devices())
         return Renderer(self.graphdef, self.params, self.buffers, self.geom,
-                        chunk or self.cfg.model.render_chunk)
+                        chunk or self.cfg.model.render_chunk, mesh)
 
     def load_split(self, split: str) -> Scene:
         """Loads ``split`` of the run's dataset (same downscale as training)."""
@@ -241,8 +277,8 @@ def _progress_fraction(cfg: TrainConfig, max_steps: Optional[int], step: int,
 
 def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     """Trains ``cfg.model`` on ``cfg.data``; returns a summary (final step, metrics, eval)."""
-    run_dir = _prepare_run_dir(cfg)
-    resuming = cfg.resume and (run_dir / "config.json").exists()
+    run_dir, resuming = _prepare_run_dir(cfg)
+    main = distributed.is_main()
     if resuming:
         old = load_train_config(run_dir)
         if to_dict(old.model) != to_dict(cfg.model):
@@ -263,39 +299,51 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 raise
     geom = ray_geometry(scene)
     info = scene_info(scene)
-    save_train_config(run_dir, cfg)
-    save_scene_json(run_dir, cfg, scene, geom)
+    if main:
+        save_train_config(run_dir, cfg)
+        save_scene_json(run_dir, cfg, scene, geom)
 
+    mesh = distributed.data_mesh()
+    replicated = distributed.replicated(mesh)
     graphdef, params, buffers = build_model(model_cfg, info, cfg.seed)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     restoring = resuming and ckpt.latest_step() is not None
     if cfg.init_from is not None and not restoring:
         params, buffers = _weights_from_run(cfg.init_from, model_cfg, params, buffers)
     tx = model_cfg.optimizer()
-    state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
+    # Fresh and restored states alike are replicated on the mesh, so that a resumed run executes
+    # exactly the same compiled step as an uninterrupted one (bit-identical results), and a
+    # checkpoint written with any number of devices or processes restores onto this mesh.
+    state = distributed.put(TrainState(params, buffers, tx.init(params),
+                                       jnp.zeros((), jnp.int32)), replicated)
     if restoring:
         state = ckpt.restore(state)
-    # Restored arrays are committed to a device; commit fresh ones too, so that a resumed run
-    # executes exactly the same compiled step as an uninterrupted one (bit-identical results).
-    state = jax.device_put(state, jax.devices()[0])
     start_step = int(state.step)
 
     max_steps = cfg.max_steps
     if max_steps is None and cfg.max_minutes is None:
         max_steps = model_cfg.default_steps
     source = model_cfg.data_source(scene, cfg) or PixelSource(scene, model_cfg.background)
-    data = source.data
+    data = distributed.put(source.data, replicated)
     step_fn = make_train_step(graphdef, tx, source, model_cfg.batch_size,
-                              cfg.on_nonfinite == "skip", model_cfg.microbatch)
+                              cfg.on_nonfinite == "skip", mesh, model_cfg.microbatch)
+    renderer = lambda state: Renderer(graphdef, state.params, state.buffers, geom,
+                                      model_cfg.render_chunk, mesh)
     base_key = jax.random.key(cfg.seed)
     metrics_path = run_dir / "metrics.jsonl"
     eval_idx = (np.linspace(0, len(test_scene) - 1, cfg.eval_views).round().astype(int).tolist()
                 if test_scene is not None and cfg.eval_views > 0 else [])
 
+    if not main:  # only process 0 reports progress and writes metrics
+        from rich.console import Console
+        console = Console(quiet=True)
     prog = progress_lib.TrainProgress(total_steps=max_steps, max_minutes=cfg.max_minutes,
                                       start_step=start_step, console=console)
     step = start_step
-    train_time = _rewind_metrics(metrics_path, start_step) if resuming else 0.0
+    train_time = _rewind_metrics(metrics_path, start_step) if resuming and main else 0.0
+    # Time limits and time marks must end every process at the same step: process 0's clock rules.
+    timed = cfg.max_minutes is not None or bool(cfg.eval_minutes)
+    train_time = distributed.from_main(train_time)
     if resuming and start_step:
         prog.log(f"resuming from checkpoint {start_step} ({ckpt.directory / str(start_step)})")
     t_resume = train_time
@@ -304,7 +352,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     last_saved = start_step
     pending_marks = sorted(m for m in cfg.eval_minutes if 60.0 * m > train_time)
     mark_eval: Optional[dict] = None
-    with prog, open(metrics_path, "a") as mf:
+    metrics_file = open(metrics_path, "a") if main else contextlib.nullcontext(_NullFile())
+    with prog, metrics_file as mf:
         while True:
             if max_steps is not None and step >= max_steps:
                 break
@@ -320,6 +369,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             loss = float(aux["loss"])
             dt = time.perf_counter() - t0
             train_time += dt
+            if timed:
+                train_time = distributed.from_main(train_time)
             step += 1
             if not bool(aux["finite"]):
                 what = ("loss" if not math.isfinite(loss) else
@@ -343,15 +394,14 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 mf.write(json.dumps({"step": step, "time": train_time, **last}) + "\n")
                 mf.flush()
             if cfg.eval_every and eval_idx and step % cfg.eval_every == 0:
-                ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom,
-                                       model_cfg.render_chunk), test_scene, eval_idx)
+                ev = evaluate(renderer(state), test_scene, eval_idx)
                 mf.write(json.dumps({"step": step, "time": train_time, "eval_psnr": ev["psnr"],
                                      "eval_ssim": ev["ssim"]}) + "\n")
                 prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
             while pending_marks and train_time >= 60.0 * pending_marks[0] and test_scene:
                 mark = pending_marks.pop(0)
-                mark_eval = _eval_at_mark(run_dir, mark, step, train_time, graphdef, state,
-                                          geom, model_cfg, test_scene, mf, prog)
+                mark_eval = _eval_at_mark(run_dir, mark, step, train_time, renderer(state),
+                                          test_scene, mf, prog)
             if step % cfg.checkpoint_every == 0:
                 ckpt.save(step, state)
                 last_saved = step
@@ -365,12 +415,12 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
         if mark_eval is not None and mark_eval["step"] == step:
             ev = dict(mark_eval)  # the last time mark evaluated this very state already
         else:
-            ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom,
-                                   model_cfg.render_chunk), test_scene)
+            ev = evaluate(renderer(state), test_scene)
         ev["step"] = step
-        write_json_atomic(run_dir / "eval" / "test.json", ev)
+        if main:
+            write_json_atomic(run_dir / "eval" / "test.json", ev)
         for mark in pending_marks:  # marks the time limit reached: the final state is theirs
-            if cfg.max_minutes is not None and mark >= cfg.max_minutes:
+            if main and cfg.max_minutes is not None and mark >= cfg.max_minutes:
                 write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json",
                                   {**ev, "minutes": mark, "train_seconds": train_time})
         summary["test_psnr"] = ev["psnr"]
@@ -399,13 +449,22 @@ def _weights_from_run(run_dir: Path, model_cfg: ModelConfig, params: Any, buffer
     return run.params, run.buffers
 
 
-def _eval_at_mark(run_dir, mark, step, train_time, graphdef, state, geom, model_cfg,
-                  test_scene, mf, prog) -> dict:
+class _NullFile:
+    """Where the metrics of processes other than 0 go."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _eval_at_mark(run_dir, mark, step, train_time, renderer, test_scene, mf, prog) -> dict:
     """Evaluates every test view at a training-time mark (``--eval-minutes``)."""
-    ev = evaluate(Renderer(graphdef, state.params, state.buffers, geom, model_cfg.render_chunk),
-                  test_scene)
+    ev = evaluate(renderer, test_scene)
     ev.update(step=step, minutes=mark, train_seconds=train_time)
-    write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json", ev)
+    if distributed.is_main():
+        write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json", ev)
     mf.write(json.dumps({"step": step, "time": train_time, "eval_minutes": mark,
                          "eval_psnr": ev["psnr"], "eval_ssim": ev["ssim"]}) + "\n")
     mf.flush()

@@ -33,6 +33,7 @@ import optax
 from flax import nnx
 
 from nerfkit.core import encodings, hashgrid, occupancy, render
+from nerfkit.core.sharding import local_map, shard_batch
 from nerfkit.core.rays import Rays
 from nerfkit.models.base import Model, ModelConfig, SceneInfo
 from nerfkit.nn.mlp import MLP
@@ -136,7 +137,10 @@ class HashEncoding(nnx.Module):
             return hashgrid.hash_encode_naive(self.tables[...], x, self.cfg)
         if self.backend == "ffi":
             from nerfkit.nn.ffi_backend import hash_encode_ffi
-            return hash_encode_ffi(self.tables[...], x, self.cfg)
+            # XLA cannot split a custom call: on a multi-device mesh each device runs the
+            # kernel on its own points (replicated tables, summed table gradients).
+            return local_map(lambda xs, t: hash_encode_ffi(t, xs, self.cfg), x,
+                             self.tables[...])
         encode = getattr(hashgrid, "hash_encode", hashgrid.hash_encode_naive)
         return encode(self.tables[...], x, self.cfg)
 
@@ -189,7 +193,7 @@ class NGP(Model):
     def pre_step(self, step: jax.Array, key: jax.Array) -> None:
         cfg = self.cfg
         grid = self.grid.get_value()
-        density_fn = lambda x: jax.lax.stop_gradient(self.density(x))
+        density_fn = lambda x: jax.lax.stop_gradient(self.density(shard_batch(x)))
 
         diag = float(np.linalg.norm(np.subtract(self.aabb[1], self.aabb[0])))
 
@@ -225,8 +229,11 @@ class NGP(Model):
         src = jnp.full((slots,), b, jnp.int32).at[dest].set(jnp.arange(b, dtype=jnp.int32),
                                                             mode="drop")
         take = jnp.minimum(src, b - 1)
-        sub = jax.tree_util.tree_map(lambda a: a[take], rays)
-        out = self._render(sub, key, n, background[take])
+        # The packed rays are split across devices again (the packing itself is global, so
+        # the result does not depend on the number of devices).
+        sub, sub_bg = shard_batch((jax.tree_util.tree_map(lambda a: a[take], rays),
+                                   background[take]))
+        out = self._render(sub, key, n, sub_bg)
         full = {
             "rgb": background.at[src].set(out["rgb"], mode="drop"),
             "depth": rays.far.at[src].set(out["depth"], mode="drop"),

@@ -43,7 +43,7 @@ def test_microbatch_step_equals_whole_batch_step(source, microbatch):
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
     results = []
     for mb in (None, microbatch):
-        step = make_train_step(graphdef, tx, source, 64, False, mb)
+        step = make_train_step(graphdef, tx, source, 64, False, microbatch=mb)
         state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
         state = jax.tree_util.tree_map(jnp.array, state)  # fresh buffers: the step donates
         new, aux = step(state, source.data, jax.random.key(7), jnp.float32(0.1))
@@ -62,4 +62,4 @@ def test_microbatch_step_equals_whole_batch_step(source, microbatch):
 def test_microbatch_must_divide_the_batch(source):
     graphdef, _, _ = nnx.split(Tiny(nnx.Rngs(0)), nnx.Param, ...)
     with pytest.raises(ValueError, match="divide"):
-        make_train_step(graphdef, optax.sgd(0.1), source, 64, False, 48)
+        make_train_step(graphdef, optax.sgd(0.1), source, 64, False, microbatch=48)
