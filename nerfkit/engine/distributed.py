@@ -231,6 +231,8 @@ def launch_local(argv: Sequence[str], num_processes: int, grace_s: float = 10.0)
         return 130
     codes = [p.wait() for p in procs]
     main_rc = codes[0]
+    if first_failure is None:  # all of them ended between two polls
+        first_failure = next((i for i, rc in enumerate(codes) if rc != 0), None)
     if first_failure is None:
         return 0
     if main_rc == 0 or 0 in killed:  # process 0 did not report the failure: show the others'
