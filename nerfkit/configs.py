@@ -63,10 +63,12 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "CPU-sized; --model.resfields.layers 1 2 3 for ResFields, --model.cam.enabled for "
         "CAM over time.",
         # A NeRF small enough for a 2-core CPU (6x128 trunk, 48 + 48 samples); the full NeRF
-        # sizes are flags away (--model.width 256 --model.depth 8 ...).
+        # sizes are flags away (--model.width 256 --model.depth 8 ...). No automatic final
+        # evaluation (the 20 lego test views at 200x200 take ~7 minutes on 2 cores); run
+        # `nerfkit eval RUN` for it, or pass --final-eval.
         TrainConfig(model=NeRFConfig(depth=6, width=128, skip=3, view_width=64,
                                      coarse_samples=48, fine_samples=48, batch_size=1024,
                                      render_chunk=8192, default_steps=20_000),
-                    output=Path("runs/dnerf"), checkpoint_every=1000, final_eval=True),
+                    output=Path("runs/dnerf"), checkpoint_every=1000, final_eval=False),
     ),
 }
