@@ -20,7 +20,7 @@ the same budget:
 JSON: ``results.<task>.<variant>`` = ``{"psnr", "params", "minutes", "steps", ...}`` (video adds
 ``psnr_same_steps``/``steps_same_steps``/``minutes_same_steps``).
 
-    python benchmarks/signals.py --out signals.json [--video-minutes 1.5 --image-minutes 1 ...]
+    python benchmarks/signals.py --out signals.json [--video-minutes 1 --image-minutes 0.75 ...]
 """
 
 from __future__ import annotations
@@ -83,12 +83,12 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=["video", "image", "dnerf"])
     ap.add_argument("--video-frames", type=int, default=50)
     ap.add_argument("--video-downscale", type=int, default=2)
-    ap.add_argument("--video-minutes", type=float, default=1.5)
-    ap.add_argument("--video-steps", type=int, default=50)
+    ap.add_argument("--video-minutes", type=float, default=1.0)
+    ap.add_argument("--video-steps", type=int, default=40)
     ap.add_argument("--image", default=str(SHARED / "images" / "kodak" / "kodim05.png"))
-    ap.add_argument("--image-minutes", type=float, default=1.0)
+    ap.add_argument("--image-minutes", type=float, default=0.75)
     ap.add_argument("--dnerf-downscale", type=int, default=8)
-    ap.add_argument("--dnerf-minutes", type=float, default=2.0)
+    ap.add_argument("--dnerf-minutes", type=float, default=1.5)
     ap.add_argument("--dnerf-views", type=int, default=5)
     ap.add_argument("--keep-runs", default=None)
     args = ap.parse_args()
