@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -94,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from nerfkit.configs import PRESETS
-    from nerfkit.engine.render import Renderer, evaluate  # noqa: F401
+    from nerfkit.engine.render import evaluate
     tmp = Path(args.keep_runs or tempfile.mkdtemp(prefix="nerfkit-signals-"))
     results: dict = {}
     rows = []
