@@ -137,6 +137,7 @@ def main() -> None:
                          "psnr_same_steps": rec.get("psnr_same_steps"),
                          "steps_same_steps": rec.get("steps_same_steps")})
             print_table(rows[-1:], list(rows[-1]))
+            write_json(args.out, "signals", {**vars(args), "partial": True}, results)
     print()
     print_table(rows, ["task", "variant", "params", "psnr", "steps", "minutes",
                        "psnr_same_steps", "steps_same_steps"])
