@@ -205,8 +205,23 @@ def run_train(cfg) -> int:
     if not distributed.is_main():
         return 0
     print(f"trained {summary['step']} steps in {summary['train_seconds']:.0f} s -> {summary['run_dir']}")
+    run_dir = Path(summary["run_dir"])
+    signal = False
+    try:
+        import json
+        signal = bool(json.loads((run_dir / "scene.json").read_text())["metadata"].get("signal"))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if signal:  # an image or video fit: write the reconstruction
+        from nerfkit.engine.trainer import load_run
+        from nerfkit.export.render import render_split
+        n = render_split(load_run(run_dir), "test", run_dir / "renders")
+        clip = run_dir / "renders" / "test.mp4"
+        print(f"reconstruction: {n} frame(s) in {run_dir / 'renders' / 'test'}"
+              + (f", video {clip}" if clip.exists() else ""))
     if "test_psnr" in summary:
-        print(f"test PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}")
+        what = "reconstruction PSNR" if signal else "test PSNR"
+        print(f"{what} {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}")
     return 0
 
 

@@ -14,6 +14,7 @@ from nerfkit.models.nerdf import NeRDFConfig
 from nerfkit.models.nerf import NeRFConfig
 from nerfkit.models.ngp import NGPConfig
 from nerfkit.models.r2l import R2LConfig
+from nerfkit.models.signal import SignalConfig
 
 PRESETS: dict[str, tuple[str, TrainConfig]] = {
     "ngp": (
@@ -42,5 +43,32 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "NeRDF radiance distribution field (Wu et al. 2023): one query per ray, frequency-basis "
         "density and colour. Distil it with `nerfkit distill nerdf --teacher RUN`.",
         TrainConfig(model=NeRDFConfig(), output=Path("runs/nerdf"), checkpoint_every=500),
+    ),
+    "image": (
+        "Fit an image with a coordinate MLP (SIREN by default; --model.activation relu for ReLU + "
+        "positional encoding, --model.cam.enabled for CAM over the pixel position). Writes "
+        "the reconstruction as PNG and prints its PSNR.",
+        TrainConfig(model=SignalConfig(), output=Path("runs/image"), checkpoint_every=1000,
+                    final_eval=True),
+    ),
+    "video": (
+        "Fit a video (file or frame folder) with an (x, y, t) coordinate MLP (SIREN by default; "
+        "--model.resfields.layers 1 2 3 for ResFields, --model.cam.enabled for CAM over "
+        "time). Writes the reconstruction as PNG frames and MP4 and prints its PSNR.",
+        TrainConfig(model=SignalConfig(), output=Path("runs/video"), checkpoint_every=1000,
+                    final_eval=True),
+    ),
+    "dnerf": (
+        "Dynamic radiance field (T-NeRF: NeRF with time as input) for D-NeRF-format scenes, "
+        "CPU-sized; --model.resfields.layers 1 2 3 for ResFields, --model.cam.enabled for "
+        "CAM over time.",
+        # A NeRF small enough for a 2-core CPU (6x128 trunk, 48 + 48 samples); the full NeRF
+        # sizes are flags away (--model.width 256 --model.depth 8 ...). No automatic final
+        # evaluation (the 20 lego test views at 200x200 take ~7 minutes on 2 cores); run
+        # `nerfkit eval RUN` for it, or pass --final-eval.
+        TrainConfig(model=NeRFConfig(depth=6, width=128, skip=3, view_width=64,
+                                     coarse_samples=48, fine_samples=48, batch_size=1024,
+                                     render_chunk=8192, default_steps=20_000),
+                    output=Path("runs/dnerf"), checkpoint_every=1000, final_eval=False),
     ),
 }

@@ -5,6 +5,8 @@
 * Blender / NeRF-Synthetic / D-NeRF: ``transforms_{split}.json`` (any ``transforms_*.json``),
   parsed by :func:`nerfkit.data.blender.load_blender`;
 * LLFF: ``poses_bounds.npy``, parsed by :func:`nerfkit.data.llff.load_llff`;
+* 2D signals (:mod:`nerfkit.data.signal`): an image file, or a video (a video file, or a folder
+  holding image files directly, taken as its frames in name order);
 * ``path=None``: nerfkit's generated default scene (:mod:`nerfkit.data.synthetic`), a Blender-layout
   dataset in a cache folder.
 """
@@ -26,10 +28,15 @@ LLFF_DEFAULT_FACTOR = 8
 
 
 def detect_format(path: str | os.PathLike, split: str = "train") -> str:
-    """``"blender"`` or ``"llff"`` for a dataset folder; :class:`DataError` if neither."""
+    """``"blender"``, ``"llff"``, ``"image"`` or ``"video"``; :class:`DataError` if none."""
+    from nerfkit.data import signal
     root = Path(path)
     if not root.exists():
         raise DataError(root, "dataset path not found")
+    if root.is_file() and signal.is_image_file(root):
+        return "image"
+    if root.is_file() and signal.is_video_file(root):
+        return "video"
     if not root.is_dir():
         raise DataError(root, "dataset path must be a folder (or a transforms_*.json / "
                               "poses_bounds.npy file inside one)")
@@ -37,9 +44,12 @@ def detect_format(path: str | os.PathLike, split: str = "train") -> str:
         return "blender"
     if (root / "poses_bounds.npy").is_file():
         return "llff"
+    if signal.is_frame_folder(root):
+        return "video"
     raise DataError(root, "unrecognised dataset format: expected transforms_{split}.json "
                           "(Blender / NeRF-Synthetic / D-NeRF layout) or poses_bounds.npy with "
-                          "images_N/ (LLFF layout) in this folder")
+                          "images_N/ (LLFF layout) in this folder, video frames, or an image or "
+                          "video file")
 
 
 def load_scene(path: Optional[str | os.PathLike], split: str = "train",
@@ -48,14 +58,14 @@ def load_scene(path: Optional[str | os.PathLike], split: str = "train",
 
     Args:
       path: dataset folder (a ``transforms_*.json`` or ``poses_bounds.npy`` file selects its
-        folder), or ``None`` for the generated default scene
+        folder), an image or video file, a folder of video frames, or ``None`` for the generated default scene
         (:func:`nerfkit.data.synthetic.default_scene_path`, generated on first use).
       split: ``"train"``, ``"test"``, ... (LLFF: ``"train"``, ``"test"``, ``"val"``, ``"all"``).
       downscale: integer image downscale. ``None`` means 1 for Blender-layout data and
         :data:`LLFF_DEFAULT_FACTOR` (8, the ``images_8/`` folder) for LLFF, where it selects the
         ``images_{downscale}/`` folder.
       **opts: passed to the parser: ``white_background`` (Blender); ``holdout``, ``ndc``,
-        ``recenter``, ``bd_factor`` (LLFF).
+        ``recenter``, ``bd_factor`` (LLFF); ``max_frames`` (video).
     Raises:
       DataError: missing or unrecognised dataset, or anything the parser finds wrong.
       ConfigError: an option the detected format does not take.
@@ -71,6 +81,10 @@ def load_scene(path: Optional[str | os.PathLike], split: str = "train",
     fmt = detect_format(root, split)
     if fmt == "blender":
         from nerfkit.data.blender import load_blender as loader
+        kwargs = dict(downscale=1 if downscale is None else downscale)
+    elif fmt in ("image", "video"):
+        from nerfkit.data import signal
+        loader = signal.load_image_signal if fmt == "image" else signal.load_video
         kwargs = dict(downscale=1 if downscale is None else downscale)
     else:
         from nerfkit.data.llff import load_llff as loader

@@ -27,6 +27,7 @@ class TrainConfig:
       data: dataset folder (Blender ``transforms_*.json`` or LLFF ``poses_bounds.npy``); omitted:
         the generated default scene.
       downscale: integer image downscale (LLFF: the ``images_N`` folder; default 1, LLFF 8).
+      max_frames: videos: use only the first N frames (other data: must be left unset).
       output: run directory (config, checkpoints, metrics, evaluations).
       max_steps: stop after this many steps (default: the family's preset if no time limit).
       max_minutes: stop after this much training wall-clock time (evaluation excluded).
@@ -58,6 +59,7 @@ class TrainConfig:
     model: ModelConfig
     data: Optional[str] = None
     downscale: Optional[int] = None
+    max_frames: Optional[int] = None
     output: Path = Path("runs/default")
     max_steps: Optional[int] = None
     max_minutes: Optional[float] = None
@@ -77,6 +79,12 @@ class TrainConfig:
     process_id: Optional[int] = None
     coordinator_address: Optional[str] = None
 
+    def load_split(self, split: str):
+        """Loads ``split`` of ``data`` with this config's ``downscale`` and ``max_frames``."""
+        from nerfkit.data import load_scene
+        opts = {} if self.max_frames is None else {"max_frames": self.max_frames}
+        return load_scene(self.data, split, self.downscale, **opts)
+
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
@@ -84,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"--max-steps must be >= 0, got {self.max_steps}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be > 0, got {self.max_minutes}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be a positive integer, got {self.max_frames}")
         if self.downscale is not None and self.downscale < 1:
             raise ConfigError(f"--downscale must be a positive integer, got {self.downscale}")
 

@@ -199,6 +199,7 @@ def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeom
     write_json_atomic(run_dir / "scene.json", {
         "data": None if cfg.data is None else str(Path(cfg.data).absolute()),
         "downscale": cfg.downscale,
+        "max_frames": cfg.max_frames,
         "info": to_dict(scene_info(scene)),
         "geometry": {"near": geom.near, "far": geom.far,
                      "ndc": None if geom.ndc is None else list(geom.ndc)},
@@ -234,7 +235,9 @@ class LoadedRun(NamedTuple):
 
     def load_split(self, split: str) -> Scene:
         """Loads ``split`` of the run's dataset (same downscale as training)."""
-        return load_scene(self.scene_json["data"], split, self.scene_json["downscale"])
+        mf = self.scene_json.get("max_frames")
+        return load_scene(self.scene_json["data"], split, self.scene_json["downscale"],
+                          **({} if mf is None else {"max_frames": mf}))
 
 
 def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
@@ -289,11 +292,11 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             raise ConfigError(f"{run_dir / 'config.json'}: --resume with a different model "
                               f"config than the run was trained with ({diff})")
     model_cfg = cfg.model
-    scene = load_scene(cfg.data, "train", cfg.downscale)
+    scene = cfg.load_split("train")
     test_scene = None
     if cfg.final_eval or cfg.eval_minutes or (cfg.eval_every and cfg.eval_views > 0):
         try:
-            test_scene = load_scene(cfg.data, "test", cfg.downscale)
+            test_scene = cfg.load_split("test")
         except DataError as e:  # no test split: train without evaluation; a broken one: error
             if "unknown split" not in e.problem:
                 raise

@@ -21,18 +21,26 @@ def _depth_image(depth: np.ndarray, near: float, far: float) -> np.ndarray:
 
 
 def render_split(run, split: str, output: Path, depth: bool = False,
-                 chunk: Optional[int] = None) -> int:
-    """Renders every view of ``split``; writes ``output/<split>/<name>.png``. Returns the count."""
+                 chunk: Optional[int] = None, fps: int = 25) -> int:
+    """Renders every view of ``split``; writes ``output/<split>/<name>.png`` (for a video, also
+    the reconstructed clip ``output/<split>.mp4`` at ``fps``). Returns the count."""
     scene = run.load_split(split)
     renderer = run.renderer(chunk)
     out_dir = Path(output) / split
     out_dir.mkdir(parents=True, exist_ok=True)
+    video = scene.metadata.get("format") == "video"
+    frames = []
     for i in range(len(scene)):
         out = renderer.render_view(scene, i)
-        write_image_atomic(out_dir / f"{scene.names[i]}.png", np.clip(out["rgb"], 0, 1))
+        rgb = np.clip(out["rgb"], 0, 1)
+        write_image_atomic(out_dir / f"{scene.names[i]}.png", rgb)
+        if video:
+            frames.append((rgb * 255 + 0.5).astype(np.uint8))
         if depth:
             write_image_atomic(out_dir / f"{scene.names[i]}_depth.png",
                                _depth_image(out["depth"], run.geom.near, run.geom.far))
+    if frames:
+        write_video(Path(output) / f"{split}.mp4", frames, fps)
     return len(scene)
 
 

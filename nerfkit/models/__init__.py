@@ -11,13 +11,15 @@ from nerfkit.models.nerdf import NeRDFConfig
 from nerfkit.models.nerf import NeRFConfig
 from nerfkit.models.ngp import NGPConfig
 from nerfkit.models.r2l import R2LConfig
+from nerfkit.models.signal import SignalConfig
 
 MODELS: dict[str, type[ModelConfig]] = {
     "nerf": NeRFConfig,
     "ngp": NGPConfig,
     "r2l": R2LConfig,
     "nerdf": NeRDFConfig,
+    "signal": SignalConfig,
 }
 
 __all__ = ["MODELS", "Model", "ModelConfig", "SceneInfo", "NeRFConfig", "NGPConfig",
-           "R2LConfig", "NeRDFConfig"]
+           "R2LConfig", "NeRDFConfig", "SignalConfig"]

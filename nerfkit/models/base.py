@@ -141,3 +141,30 @@ class ModelConfig:
     def optimizer(self) -> optax.GradientTransformation:
         """The optimiser; its learning rate is injected each step (``optax.inject_hyperparams``)."""
         return optax.inject_hyperparams(optax.adam)(learning_rate=self.lr_init)
+
+
+def grid_labels(params: Any) -> Any:
+    """``"grid"`` for the leaves of CAM grids (:class:`~nerfkit.nn.modulation.CAMGrid`'s
+    ``cam_gamma`` / ``cam_beta``), ``"field"`` for every other parameter (same tree structure)."""
+
+    def label(path, _):
+        keys = {getattr(k, "key", getattr(k, "name", None)) for k in path}
+        return "grid" if keys & {"cam_gamma", "cam_beta"} else "field"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def adam_with_grid_lr(lr_init: float, grid_lr: float) -> optax.GradientTransformation:
+    """Adam with CAM grids at their own learning rate.
+
+    The injected ``learning_rate`` (the model's schedule) drives the field's parameters; the grids
+    get it times ``grid_lr / lr_init``, i.e. ``grid_lr`` at the start, decayed on the same
+    schedule. Labels come from :func:`grid_labels`.
+    """
+    ratio = grid_lr / lr_init
+
+    def make(learning_rate):
+        return optax.multi_transform({"field": optax.adam(learning_rate),
+                                      "grid": optax.adam(learning_rate * ratio)}, grid_labels)
+
+    return optax.inject_hyperparams(make)(learning_rate=lr_init)

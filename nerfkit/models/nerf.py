@@ -6,6 +6,13 @@ An 8x256 ReLU MLP with the encoded position fed again into its fifth layer, a de
 and L=4 for directions (eq. 4); a coarse network with 64 stratified samples and a fine network
 with 128 more samples drawn from the coarse weights (sec. 5.2), both trained with the MSE of
 their renders; Adam with the learning rate decaying exponentially from 5e-4 to 5e-5.
+
+Dynamic scenes (D-NeRF format, per-frame ``time``): the field also reads the encoded time, as the
+"T-NeRF" baseline of Pumarola et al., "D-NeRF", CVPR 2021 (radiance as a function of position,
+direction and time). The trunk takes ResField layers over time (Mihajlovic et al., ICLR 2024,
+who evaluate exactly this T-NeRF) and CAM (Lee et al., ICLR 2024): over time for dynamic scenes;
+for static scenes over the view direction (the colour branch's hidden layer) or a tri-plane over
+position (the trunk). See :mod:`nerfkit.nn.modulation`.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from flax import nnx
 
 from nerfkit.core import encodings, render, samplers
 from nerfkit.core.rays import Rays
-from nerfkit.models.base import Model, ModelConfig, SceneInfo
+from nerfkit.errors import ConfigError
+from nerfkit.models.base import Model, ModelConfig, SceneInfo, adam_with_grid_lr
 from nerfkit.nn.mlp import MLP
+from nerfkit.nn.modulation import CAMConfig, ResFieldsConfig, cam_coordinate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +43,10 @@ class NeRFConfig(ModelConfig):
       coarse_samples, fine_samples: 64 stratified + 128 importance samples per ray.
       density_noise: std of noise added to raw densities while training (paper: 1 for real scenes).
       lindisp: sample linearly in inverse depth (used for unbounded LLFF scenes without NDC).
+      time_freqs: positional-encoding octaves of the time input (dynamic scenes only).
+      resfields: ResField layers of the trunk (dynamic scenes).
+      cam: coordinate-aware modulation (``auto``: time for dynamic scenes, view direction for
+        static ones; ``triplane`` modulates the trunk by position).
     """
 
     family: ClassVar[str] = "nerf"
@@ -48,13 +61,21 @@ class NeRFConfig(ModelConfig):
     fine_samples: int = 128
     density_noise: float = 0.0
     lindisp: bool = False
+    time_freqs: int = 6
+    resfields: ResFieldsConfig = ResFieldsConfig()
+    cam: CAMConfig = CAMConfig()
     lr_init: float = 5e-4
     lr_final: float = 5e-5
     batch_size: int = 1024
     default_steps: int = 200_000
 
     def build(self, scene: SceneInfo, rngs: nnx.Rngs) -> "NeRF":
-        return NeRF(self, rngs=rngs)
+        return NeRF(self, scene, rngs=rngs)
+
+    def optimizer(self):
+        if self.cam.enabled:
+            return adam_with_grid_lr(self.lr_init, self.cam.lr)
+        return super().optimizer()
 
     def flops_per_ray(self) -> float:
         """2 x multiply-adds of the MLPs per ray (biases, activations, encodings and compositing
@@ -72,49 +93,93 @@ class NeRFConfig(ModelConfig):
 
 
 class NeRFField(nnx.Module):
-    """The NeRF MLP: ``(x [..., 3], d [..., 3]) -> (density [...], rgb [..., 3])``."""
+    """The NeRF MLP: ``(x [B, S, 3], d [B, 1, 3], time [B, 1]) -> (density [B, S], rgb [B, S, 3])``
+    (``time`` only for dynamic scenes; any leading shape ``[...]`` works when no per-ray
+    modulation is on)."""
 
-    def __init__(self, cfg: NeRFConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: NeRFConfig, scene: SceneInfo, *, rngs: nnx.Rngs):
         self.cfg = cfg
+        self.timed = bool(scene.has_time)
+        self.aabb = tuple(map(tuple, scene.aabb))
         pos_dim = encodings.positional_encoding_dim(3, cfg.pos_freqs, True)
+        if self.timed:
+            pos_dim += encodings.positional_encoding_dim(1, cfg.time_freqs, True)
         dir_dim = encodings.positional_encoding_dim(3, cfg.dir_freqs, True)
         skips = (cfg.skip,) if 0 < cfg.skip < cfg.depth else ()
-        self.trunk = MLP(pos_dim, cfg.width, cfg.depth, None, skips=skips, rngs=rngs)
+        if cfg.resfields.enabled and not self.timed:
+            raise ConfigError("--model.resfields.layers: ResFields need a dynamic scene (per-frame "
+                              "time); this scene is static")
+        cam = None
+        if cfg.cam.enabled:
+            cam = cfg.cam.coord if cfg.cam.coord != "auto" else (
+                "time" if self.timed else "viewdir")
+            if cam == "xy" or (cam == "time" and not self.timed):
+                raise ConfigError(f"--model.cam.coord {cam!r} does not apply to this radiance "
+                                  "field (use time for dynamic scenes, viewdir or triplane)")
+        self.cam_kind = cam
+        trunk_cam = cam if cam in ("time", "triplane") else None
+        self.trunk = MLP(pos_dim, cfg.width, cfg.depth, None, skips=skips, rngs=rngs,
+                         resfields=cfg.resfields,
+                         num_frames=cfg.resfields.frames or scene.num_frames,
+                         cam=trunk_cam, cam_resolution=cfg.cam.resolution)
         self.density = nnx.Linear(cfg.width, 1, rngs=rngs,
                                   kernel_init=nnx.initializers.glorot_uniform())
         self.feature = nnx.Linear(cfg.width, cfg.width, rngs=rngs,
                                   kernel_init=nnx.initializers.glorot_uniform())
         self.color = MLP(cfg.width + dir_dim, cfg.view_width, 1, 3, out_activation="sigmoid",
-                         rngs=rngs)
+                         rngs=rngs, cam="viewdir" if cam == "viewdir" else None,
+                         cam_resolution=cfg.cam.resolution)
 
-    def raw_density(self, x: jax.Array) -> jax.Array:
-        """Pre-activation density ``[...]`` at ``x [..., 3]``."""
-        h = self.trunk(encodings.positional_encoding(x, self.cfg.pos_freqs, True))
-        return self.density(h)[..., 0]
+    def _trunk(self, x: jax.Array, time: Optional[jax.Array]) -> jax.Array:
+        feats = encodings.positional_encoding(x, self.cfg.pos_freqs, True)
+        if self.timed:
+            if time is None:
+                time = jnp.zeros((*x.shape[:-1], 1), x.dtype)
+            t_enc = encodings.positional_encoding(time, self.cfg.time_freqs, True)
+            if t_enc.ndim < feats.ndim:  # one time per ray
+                t_enc = t_enc[..., None, :]
+            t_enc = jnp.broadcast_to(t_enc, (*feats.shape[:-1], t_enc.shape[-1]))
+            feats = jnp.concatenate([feats, t_enc], axis=-1)
+        c = None
+        if self.cam_kind == "time":
+            c = cam_coordinate("time", time=time)
+        elif self.cam_kind == "triplane":
+            lo, hi = jnp.asarray(self.aabb[0]), jnp.asarray(self.aabb[1])
+            c = cam_coordinate("triplane", position=2.0 * (x - lo) / (hi - lo) - 1.0)
+        return self.trunk(feats, time if self.timed else None, c)
 
-    def __call__(self, x: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
-        h = self.trunk(encodings.positional_encoding(x, self.cfg.pos_freqs, True))
+    def raw_density(self, x: jax.Array, time: Optional[jax.Array] = None) -> jax.Array:
+        """Pre-activation density ``[...]`` at ``x [..., 3]`` (``time`` as in ``__call__``)."""
+        return self.density(self._trunk(x, time))[..., 0]
+
+    def __call__(self, x: jax.Array, d: jax.Array, time: Optional[jax.Array] = None
+                 ) -> tuple[jax.Array, jax.Array]:
+        h = self._trunk(x, time)
         raw_density = self.density(h)[..., 0]
         feat = self.feature(h)
         d_enc = encodings.positional_encoding(d, self.cfg.dir_freqs, True)
         d_enc = jnp.broadcast_to(d_enc, (*feat.shape[:-1], d_enc.shape[-1]))
-        rgb = self.color(jnp.concatenate([feat, d_enc], axis=-1))
+        c = None
+        if self.cam_kind == "viewdir":
+            per_ray = d.ndim == x.ndim and d.shape[-2] == 1 and x.shape[-2] != 1
+            c = cam_coordinate("viewdir", viewdir=d[..., 0, :] if per_ray else d)
+        rgb = self.color(jnp.concatenate([feat, d_enc], axis=-1), None, c)
         return raw_density, rgb
 
 
 class NeRF(Model):
     """Coarse-to-fine NeRF."""
 
-    def __init__(self, cfg: NeRFConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: NeRFConfig, scene: SceneInfo, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.coarse = NeRFField(cfg, rngs=rngs)
-        self.fine = NeRFField(cfg, rngs=rngs) if cfg.fine_samples > 0 else None
+        self.coarse = NeRFField(cfg, scene, rngs=rngs)
+        self.fine = NeRFField(cfg, scene, rngs=rngs) if cfg.fine_samples > 0 else None
 
     def _query(self, field: NeRFField, rays: Rays, t_edges: jax.Array, key, train: bool,
                background: jax.Array) -> dict[str, jax.Array]:
         t_mid = render.interval_midpoints(t_edges)
         x = rays.origins[..., None, :] + t_mid[..., None] * rays.directions[..., None, :]
-        raw_density, rgb = field(x, rays.viewdirs[..., None, :])
+        raw_density, rgb = field(x, rays.viewdirs[..., None, :], rays.time)
         if train and self.cfg.density_noise > 0 and key is not None:
             raw_density = raw_density + self.cfg.density_noise * jax.random.normal(
                 key, raw_density.shape)
@@ -126,11 +191,11 @@ class NeRF(Model):
 
     def density(self, x: jax.Array, time: Optional[jax.Array] = None) -> jax.Array:
         field = self.fine if self.fine is not None else self.coarse
-        return jax.nn.relu(field.raw_density(x))
+        return jax.nn.relu(field.raw_density(x, _point_time(x, time)))
 
     def radiance(self, x, d, time=None):
         field = self.fine if self.fine is not None else self.coarse
-        raw, rgb = field(x, d)
+        raw, rgb = field(x, d, _point_time(x, time))
         return jax.nn.relu(raw), rgb
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
@@ -150,3 +215,12 @@ class NeRF(Model):
         fine = self._query(self.fine, rays, t_fine, keys[3], train, background)
         return {**{k: fine[k] for k in ("rgb", "depth", "acc", *samples)},
                 "rgb_coarse": coarse["rgb"]}
+
+
+def _point_time(x: jax.Array, time: Optional[jax.Array]) -> Optional[jax.Array]:
+    """A per-point ``[..., 1]`` time for queries at points ``x [..., 3]`` (scalar broadcast)."""
+    if time is None:
+        return None
+    time = jnp.asarray(time, x.dtype)
+    return jnp.broadcast_to(time.reshape(time.shape + (1,) if time.shape[-1:] != (1,) else
+                                         time.shape), (*x.shape[:-1], 1))

@@ -1,12 +1,26 @@
-"""Multi-layer perceptrons used by every field."""
+"""Multi-layer perceptrons used by every field, with the capacity options every field shares.
+
+* ``activation="sine"``: SIREN, Sitzmann et al., "Implicit Neural Representations with Periodic
+  Activation Functions", NeurIPS 2020: each hidden layer computes ``sin(w0 * (W x + b))`` with
+  ``w0 = 30``; the first layer's weights are drawn from ``U(-1/in, 1/in)``, the later layers'
+  from ``U(-sqrt(6/in)/w0, sqrt(6/in)/w0)`` (sec. 3.2 and its supplement), biases from
+  ``U(-1/sqrt(in), 1/sqrt(in))``.
+* ResField layers on chosen hidden layers (:class:`~nerfkit.nn.modulation.ResFieldsConfig`) and
+  CAM after every hidden layer (:class:`~nerfkit.nn.modulation.CAMConfig`); see
+  :mod:`nerfkit.nn.modulation`.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from nerfkit.errors import ConfigError
+from nerfkit.nn.modulation import CAMGrid, ResFieldLinear, ResFieldsConfig
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -17,6 +31,27 @@ ACTIVATIONS: dict[str, Activation] = {
     "identity": lambda x: x,
 }
 
+#: SIREN's frequency factor ``omega_0`` (first and hidden layers).
+SIREN_W0 = 30.0
+
+
+def siren_init(first: bool, w0: float = SIREN_W0) -> Callable:
+    """SIREN's weight initialiser for a ``[in, out]`` kernel (first layer or the others)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        fan_in = shape[-2]
+        bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / w0
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def fan_in_bias_init(fan_in: int) -> Callable:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` biases (PyTorch's default, which SIREN keeps)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                    bound)
+
 
 class MLP(nnx.Module):
     """A fully connected network ``in_dim -> [hidden]*num_layers -> out_dim``.
@@ -25,7 +60,16 @@ class MLP(nnx.Module):
     (NeRF feeds the encoded position again into its fifth layer: ``skips=(4,)``). With
     ``out_dim=None`` the network ends at the last hidden layer (activation applied).
 
-    Shapes: ``[..., in_dim] -> [..., out_dim or hidden]``.
+    Options shared by every field:
+      activation: ``relu``, ``softplus``, ``sigmoid``, ``identity`` or ``sine`` (SIREN, with its
+        initialisation; ``w0`` its frequency factor).
+      resfields: hidden layers listed in ``resfields.layers`` become ResField layers with
+        ``num_frames`` coefficient vectors (``__call__`` then needs ``time``).
+      cam: a CAM coordinate kind (``time``, ``xy``, ``viewdir``, ``triplane``) to modulate every
+        hidden layer (``__call__`` then needs ``cam_coord``); ``cam_resolution`` cells per axis.
+
+    Shapes: ``[..., in_dim] -> [..., out_dim or hidden]``; ``time`` ``[..., 1]`` (or one per
+    leading batch element, ``[B, 1]`` for ``x [B, S, in]``), ``cam_coord`` ``[..., D]`` likewise.
     """
 
     def __init__(
@@ -41,29 +85,72 @@ class MLP(nnx.Module):
         out_activation: str = "identity",
         use_bias: bool = True,
         kernel_init: Callable = nnx.initializers.glorot_uniform(),
+        w0: float = SIREN_W0,
+        resfields: Optional[ResFieldsConfig] = None,
+        num_frames: int = 0,
+        cam: Optional[str] = None,
+        cam_resolution: int = 32,
     ):
+        if activation not in ACTIVATIONS and activation != "sine":
+            raise ConfigError(f"unknown activation {activation!r}; known: "
+                              f"{', '.join([*ACTIVATIONS, 'sine'])}")
         self.skips = tuple(skips)
         self.activation = activation
         self.out_activation = out_activation
-        layers = []
+        self.w0 = float(w0)
+        sine = activation == "sine"
+        res_layers = set(resfields.layers) if resfields is not None and resfields.enabled else set()
+        bad = sorted(i for i in res_layers if not 0 <= i < num_layers)
+        if bad:
+            raise ConfigError(f"--model.resfields.layers {bad}: this MLP has hidden layers "
+                              f"0..{num_layers - 1}")
+        if res_layers and num_frames < 1:
+            raise ConfigError("ResFields need a time-varying signal (a video or a dynamic scene "
+                              "with per-frame times)")
+        self.res_layers = tuple(sorted(res_layers))
+        layers, grids = [], []
         d = in_dim
         for i in range(num_layers):
             if i in self.skips:
                 d += in_dim
-            layers.append(nnx.Linear(d, hidden, use_bias=use_bias, kernel_init=kernel_init,
-                                     rngs=rngs))
+            kinit = siren_init(i == 0, self.w0) if sine else kernel_init
+            binit = fan_in_bias_init(d) if sine else nnx.initializers.zeros_init()
+            if i in res_layers:
+                layers.append(ResFieldLinear(d, hidden, num_frames, resfields.rank, rngs=rngs,
+                                             kernel_init=kinit, bias_init=binit))
+            else:
+                layers.append(nnx.Linear(d, hidden, use_bias=use_bias, kernel_init=kinit,
+                                         bias_init=binit, rngs=rngs))
+            if cam is not None:
+                grids.append(CAMGrid(cam, cam_resolution, hidden))
             d = hidden
         self.layers = nnx.List(layers)
+        self.cam = nnx.List(grids) if cam is not None else None
+        kinit = siren_init(False, self.w0) if sine else kernel_init
+        binit = fan_in_bias_init(d) if sine else nnx.initializers.zeros_init()
         self.out = (None if out_dim is None else
-                    nnx.Linear(d, out_dim, use_bias=use_bias, kernel_init=kernel_init, rngs=rngs))
+                    nnx.Linear(d, out_dim, use_bias=use_bias, kernel_init=kinit,
+                               bias_init=binit, rngs=rngs))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = ACTIVATIONS[self.activation]
+    def _act(self, h: jax.Array) -> jax.Array:
+        if self.activation == "sine":
+            return jnp.sin(self.w0 * h)
+        return ACTIVATIONS[self.activation](h)
+
+    def __call__(self, x: jax.Array, time: Optional[jax.Array] = None,
+                 cam_coord: Optional[jax.Array] = None) -> jax.Array:
+        if self.res_layers and time is None:
+            raise ValueError("this MLP has ResField layers: pass time [..., 1]")
+        if self.cam is not None and cam_coord is None:
+            raise ValueError("this MLP has CAM grids: pass cam_coord")
         inputs = x
         for i, layer in enumerate(self.layers):
             if i in self.skips:
                 x = jnp.concatenate([x, inputs], axis=-1)
-            x = act(layer(x))
+            x = layer(x, time) if i in self.res_layers else layer(x)
+            if self.cam is not None:
+                x = self.cam[i](x, cam_coord)
+            x = self._act(x)
         if self.out is not None:
             x = ACTIVATIONS[self.out_activation](self.out(x))
         return x
