@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -245,7 +246,9 @@ def build_teacher_cache(source: TeacherSource, directory: Path, num_rays: int, s
                   f"-> {path}", flush=True)
             arrays = {k: np.asarray(v) for k, v in
                       render_chunk(source.data, jax.random.fold_in(base, i)).items()}
-            tmp = path.with_name(path.name + ".tmp.npz")
+            # Per-process temporary name: in a multi-process run every process renders the same
+            # (deterministic) chunk, and the atomic rename makes the last one win harmlessly.
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
             np.savez(tmp, **arrays)
             tmp.replace(path)
         parts.append(arrays)
