@@ -311,9 +311,10 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     graphdef, params, buffers = build_model(model_cfg, info, cfg.seed)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     restoring = resuming and ckpt.latest_step() is not None
-    if cfg.init_from is not None and not restoring:
-        params, buffers = _weights_from_run(cfg.init_from, model_cfg, params, buffers)
     tx = model_cfg.optimizer()
+    if cfg.init_from is not None and not restoring:
+        params, buffers = _weights_from_run(cfg.init_from, model_cfg, TrainState(
+            params, buffers, tx.init(params), jnp.zeros((), jnp.int32)))
     # Fresh and restored states alike are replicated on the mesh, so that a resumed run executes
     # exactly the same compiled step as an uninterrupted one (bit-identical results), and a
     # checkpoint written with any number of devices or processes restores onto this mesh.
@@ -431,25 +432,22 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     return summary
 
 
-def _weights_from_run(run_dir: Path, model_cfg: ModelConfig, params: Any, buffers: Any
+def _weights_from_run(run_dir: Path, model_cfg: ModelConfig, target: TrainState
                       ) -> tuple[Any, Any]:
-    """``(params, buffers)`` of ``run_dir``'s latest checkpoint, checked against the freshly
-    built ``params``/``buffers`` of ``model_cfg`` (same family, same structure and shapes)."""
-    run = load_run(run_dir)
-    if run.cfg.model.family != model_cfg.family:
+    """``(params, buffers)`` of ``run_dir``'s latest checkpoint, restored into ``target`` (the
+    freshly built state of ``model_cfg``): the checkpointer's own check names any array whose
+    structure or shape differs."""
+    run_dir = Path(run_dir)
+    family = load_train_config(run_dir).model.family
+    if family != model_cfg.family:
         raise ConfigError(f"{run_dir}: --init-from needs a run of the same family; it is a "
-                          f"{run.cfg.model.family!r} run, this is {model_cfg.family!r}")
-    for name, new, old in (("parameters", params, run.params), ("state", buffers, run.buffers)):
-        new_l = jax.tree_util.tree_leaves_with_path(new)
-        old_l = jax.tree_util.tree_leaves_with_path(old)
-        if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(old):
-            raise ConfigError(f"{run_dir}: --init-from run's model {name} differ in structure "
-                              "(different depth or options); use the same --model.* sizes")
-        for (path, a), (_, b) in zip(new_l, old_l):
-            if a.shape != b.shape:
-                raise ConfigError(f"{run_dir}: --init-from: {jax.tree_util.keystr(path)} has "
-                                  f"shape {tuple(b.shape)} in that run, {tuple(a.shape)} here")
-    return run.params, run.buffers
+                          f"{family!r} run, this is {model_cfg.family!r}")
+    ckpt = Checkpointer(run_dir / "checkpoints", read_only=True)
+    if ckpt.latest_step() is None:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint to --init-from")
+    state = ckpt.restore(target)
+    ckpt.close()
+    return state.params, state.buffers
 
 
 class _NullFile:
