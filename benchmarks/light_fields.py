@@ -22,6 +22,7 @@ Families without a run are measured with untrained weights at their preset sizes
 do not depend on the weights). ``--quick`` measures only those (no runs, no PSNR): cheap.
 
     python benchmarks/light_fields.py --quick --out light_fields.json
+    python benchmarks/light_fields.py --out light_fields.json   # uses runs/lego-* when present
     python benchmarks/light_fields.py --runs runs/lego-nerf runs/lego-ngp runs/lego-r2l \\
         runs/lego-nerdf --out light_fields.json
 """
@@ -159,8 +160,10 @@ def run_test_psnr(run, eval_views: int) -> tuple[Optional[float], int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="light_fields.json")
-    ap.add_argument("--runs", nargs="*", default=[],
-                    help="trained run directories (teacher and students; one per family)")
+    ap.add_argument("--runs", nargs="*", default=None,
+                    help="trained run directories (teacher and students; one per family); "
+                         "default: those of runs/lego-{nerf,ngp,r2l,nerdf} that exist (the "
+                         "README's acceptance commands make them)")
     ap.add_argument("--quick", action="store_true",
                     help="untrained preset models only: FLOPs and render speed")
     ap.add_argument("--families", nargs="*", default=list(FAMILIES))
@@ -174,6 +177,11 @@ def main() -> None:
     args = ap.parse_args()
 
     runs: dict[str, Path] = {}
+    if args.runs is None:
+        args.runs = [str(p) for f in FAMILIES
+                     if (p := Path("runs") / f"lego-{f}").joinpath("config.json").is_file()]
+        if args.runs and not args.quick:
+            print("trained runs found: " + " ".join(args.runs), flush=True)
     if not args.quick:
         for r in args.runs:
             run_dir = Path(r)

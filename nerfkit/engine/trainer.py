@@ -364,7 +364,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             if cfg.max_minutes is not None and train_time >= 60.0 * cfg.max_minutes:
                 break
             lr = model_cfg.learning_rate(
-                _progress_fraction(cfg, max_steps, step, train_time))
+                _progress_fraction(cfg, max_steps, step, train_time), step)
             t0 = time.perf_counter()
             data_k, lr_k = faults.poison(step + 1, data, lr)  # tests only; else (data, lr)
             state, aux = step_fn(state, data_k, jax.random.fold_in(base_key, step),

@@ -102,7 +102,9 @@ class ModelConfig:
     Attributes (shared by all families):
       lr_init, lr_final: learning rate decayed log-linearly from ``lr_init`` to ``lr_final``
         over training progress (steps or minutes); ``lr_warmup``: fraction of progress spent
-        ramping up from ``lr_init / 100``.
+        ramping up from ``lr_init / 100``; ``lr_warmup_steps``: a warm-up counted in steps
+        instead (independent of the time budget), linear from ``lr_warmup_start`` times the
+        scheduled rate to the scheduled rate.
       batch_size: rays per training step.
       microbatch: rays per gradient micro-batch (a divisor of ``batch_size``; ``None``: the whole
         batch at once). The step averages the micro-batches' gradients: the same update for
@@ -116,6 +118,8 @@ class ModelConfig:
     lr_init: float = 5e-4
     lr_final: float = 5e-5
     lr_warmup: float = 0.0
+    lr_warmup_steps: int = 0
+    lr_warmup_start: float = 0.01
     batch_size: int = 1024
     microbatch: Optional[int] = None
     background: str = "white"
@@ -125,12 +129,16 @@ class ModelConfig:
     def build(self, scene: SceneInfo, rngs: nnx.Rngs) -> Model:
         raise NotImplementedError
 
-    def learning_rate(self, progress: float) -> float:
-        """Learning rate at ``progress`` in ``[0, 1]`` of training."""
+    def learning_rate(self, progress: float, step: Optional[int] = None) -> float:
+        """Learning rate at ``progress`` in ``[0, 1]`` of training (and at ``step``, for
+        ``lr_warmup_steps``)."""
         p = min(max(progress, 0.0), 1.0)
         lr = math.exp(math.log(self.lr_init) * (1 - p) + math.log(self.lr_final) * p)
         if self.lr_warmup > 0 and p < self.lr_warmup:
             lr *= 0.01 + 0.99 * math.sin(0.5 * math.pi * p / self.lr_warmup)
+        if self.lr_warmup_steps > 0 and step is not None and step < self.lr_warmup_steps:
+            a = self.lr_warmup_start
+            lr *= a + (1.0 - a) * step / self.lr_warmup_steps
         return lr
 
     def data_source(self, scene: Any, train_cfg: Any) -> Any:

@@ -55,6 +55,21 @@ def test_malformed_config_json(tmp_path):
         load_train_config(tmp_path)
 
 
+def test_learning_rate_warmup_in_steps():
+    """``lr_warmup_steps``: linear from ``lr_warmup_start`` x the scheduled rate, by step, whatever
+    the progress fraction (R2L's 1e-4 -> 5e-4 over 200 steps)."""
+    from nerfkit.models.r2l import R2LConfig
+    cfg = R2LConfig()
+    assert (cfg.lr_warmup_steps, cfg.lr_warmup_start) == (200, 0.2)
+    assert cfg.learning_rate(0.0, 0) == pytest.approx(1e-4)
+    assert cfg.learning_rate(0.0, 100) == pytest.approx(3e-4)
+    assert cfg.learning_rate(0.0, 200) == pytest.approx(5e-4)
+    assert cfg.learning_rate(0.0) == pytest.approx(5e-4)  # no step given: no warm-up
+    sched = 5e-4 ** 0.5 * 5e-5 ** 0.5  # half-way through a short run, still warming up
+    assert cfg.learning_rate(0.5, 50) == pytest.approx(sched * (0.2 + 0.8 * 50 / 200))
+    assert NeRFConfig().learning_rate(0.0, 0) == pytest.approx(5e-4)  # off by default
+
+
 def test_learning_rate_schedule_is_log_linear():
     cfg = NeRFConfig(lr_init=5e-4, lr_final=5e-5)
     assert cfg.learning_rate(0.0) == pytest.approx(5e-4)
