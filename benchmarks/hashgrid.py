@@ -1,7 +1,7 @@
 """Hash-grid encoding throughput: the straightforward JAX version against the optimised one.
 
     python benchmarks/hashgrid.py --out hashgrid.json [--points N] [--repeats K] [--no-xla-flags]
-        [--train-steps S] [--train-data LEGO]
+        [--train-steps S] [--train-data LEGO] [--train-downscale 4] [--train-eval-views 0]
 
 Both implementations run in the same process on the same inputs (uniform random points in the
 unit cube, the paper's default grid: 16 levels x 2 features, T = 2**19, N_min 16, N_max 2048).
@@ -51,6 +51,10 @@ def main() -> None:
                     help="timed NGP train steps per backend on --train-data (0: skip)")
     ap.add_argument("--train-data", default=None,
                     help="Blender scene for the training measurement (default: shared lego)")
+    ap.add_argument("--train-downscale", type=int, default=4,
+                    help="image downscale of --train-data (default 4: lego at 200x200)")
+    ap.add_argument("--train-eval-views", type=int, default=0,
+                    help="after training, test PSNR of each backend on this many views")
     args = ap.parse_args()
 
     flags_before = os.environ.get("XLA_FLAGS", "")
@@ -182,7 +186,9 @@ def main() -> None:
 
         data = args.train_data or str(ngp_backend.LEGO)
         if os.path.isdir(data):
-            train = ngp_backend.measure_training(data, steps=args.train_steps)
+            train = ngp_backend.measure_training(data, downscale=args.train_downscale,
+                                                 steps=args.train_steps,
+                                                 eval_views=args.train_eval_views)
         else:
             print(f"note: end-to-end training not measured, no dataset at {data}")
     out["train"] = train

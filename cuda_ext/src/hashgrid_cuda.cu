@@ -3,7 +3,8 @@
 //
 //   forward:        one thread per (point, level), level fastest, so that a warp's stores of
 //                   the [P, L*F] output are coalesced;
-//   d/d tables:     same mapping, atomicAdd of w_k * g into the corner rows (after a memset);
+//   d/d tables:     same mapping, atomicAdd of w_k * g into the corner rows (after a memset),
+//                   one float2 atomic per row at F = 2 on compute capability >= 9.0;
 //                   XLA:GPU's own float32 scatter-add is very slow in jaxlib 0.10.2 .. 0.11
 //                   (JAX issue #38806), which is what this kernel replaces.
 //   d/d x:          one thread per point, levels in a loop (no conflicts).
@@ -87,6 +88,18 @@ __device__ __forceinline__ bool PointLevel(const Levels& levels, Level* s_lv, in
   return p < np;
 }
 
+template <int kF>
+__device__ __forceinline__ void AddRow(float* d, int F, const float* r, float w) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (kF == 2) {  // one vector atomic instead of two (compute capability 9.x)
+    atomicAdd(reinterpret_cast<float2*>(d), make_float2(w * r[0], w * r[1]));
+  } else
+#endif
+  {
+    for (int f = 0; f < F; ++f) atomicAdd(d + f, w * r[f]);
+  }
+}
+
 // kF > 0: compile-time feature width; kF == 0: runtime width fdim (<= 16).
 template <int kF>
 __global__ void FwdKernel(Levels levels, int fdim, const float* __restrict__ tab,
@@ -128,10 +141,7 @@ __global__ void BwdTablesKernel(Levels levels, int fdim, const float* __restrict
   const float* gp = g + (p * levels.count + l) * F;
   for (int f = 0; f < F; ++f) gl[f] = gp[f];
 #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    float* d = dtab + rows[k] * F;
-    for (int f = 0; f < F; ++f) atomicAdd(d + f, w[k] * gl[f]);
-  }
+  for (int k = 0; k < 8; ++k) AddRow<kF>(dtab + rows[k] * F, F, gl, w[k]);
 }
 
 // One thread per point, levels in a loop (the three sums stay in registers, no atomics).
