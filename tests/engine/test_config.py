@@ -1,7 +1,6 @@
 """Run configs survive a JSON round trip, and bad configs give clear errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 
