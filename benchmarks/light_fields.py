@@ -16,7 +16,8 @@ For each family (``nerf``, ``ngp`` when registered, ``r2l``, ``nerdf``):
   when it covers the whole split, else an evaluation on ``--eval-views`` evenly spaced views),
   and ``minutes`` of training or distillation (from the run's ``metrics.jsonl``); students also
   report their teacher's PSNR, the gap, and their PSNR at each periodic evaluation
-  (``psnr_curve``, with ``--eval-every`` during distillation).
+  (``psnr_curve``, ``[minutes, psnr]``, with ``--eval-every`` during distillation) with the gap
+  to the teacher on the same views (``psnr_gap_curve``, ``teacher_psnr_curve_views``).
 
 Families without a run are measured with untrained weights at their preset sizes (FLOPs and speed
 do not depend on the weights). ``--quick`` measures only those (no runs, no PSNR): cheap.
@@ -226,9 +227,19 @@ def main() -> None:
                 row["teacher"] = teacher
                 t_path = Path(teacher) / "eval" / "test.json"
                 if t_path.exists():
-                    row["teacher_psnr"] = float(json.loads(t_path.read_text())["psnr"])
+                    t_ev = json.loads(t_path.read_text())
+                    row["teacher_psnr"] = float(t_ev["psnr"])
                     if row["psnr"] is not None:
                         row["psnr_gap_vs_teacher"] = row["psnr"] - row["teacher_psnr"]
+                    # The periodic evaluations use evenly spaced test views (the trainer's
+                    # choice): the teacher's PSNR on those same views gives the gap curve.
+                    per_view = t_ev.get("views") or []
+                    n_eval = run.cfg.eval_views
+                    if curve and n_eval > 0 and len(per_view) == len(view):
+                        idx = np.linspace(0, len(view) - 1, n_eval).round().astype(int)
+                        t_sub = float(np.mean([per_view[i]["psnr"] for i in idx]))
+                        row["teacher_psnr_curve_views"] = t_sub
+                        row["psnr_gap_curve"] = [[m, p - t_sub] for m, p in curve]
         results[family] = row
 
     base = results.get("nerf")
