@@ -44,7 +44,7 @@ import numpy as np
 
 from nerfkit.data.raysource import RayGeometry, camera_image_rays
 from nerfkit.engine.render import Renderer, evaluate
-from nerfkit.engine.trainer import build_model, load_run
+from nerfkit.engine.trainer import build_model, load_run, periodic_eval_views
 from nerfkit.models import MODELS, SceneInfo
 
 FAMILIES = ("nerf", "ngp", "r2l", "nerdf")
@@ -231,12 +231,12 @@ def main() -> None:
                     row["teacher_psnr"] = float(t_ev["psnr"])
                     if row["psnr"] is not None:
                         row["psnr_gap_vs_teacher"] = row["psnr"] - row["teacher_psnr"]
-                    # The periodic evaluations use evenly spaced test views (the trainer's
-                    # choice): the teacher's PSNR on those same views gives the gap curve.
+                    # The teacher's PSNR on the periodic evaluations' own views gives the gap
+                    # curve.
                     per_view = t_ev.get("views") or []
                     n_eval = run.cfg.eval_views
                     if curve and n_eval > 0 and len(per_view) == len(view):
-                        idx = np.linspace(0, len(view) - 1, n_eval).round().astype(int)
+                        idx = periodic_eval_views(len(view), n_eval)
                         t_sub = float(np.mean([per_view[i]["psnr"] for i in idx]))
                         row["teacher_psnr_curve_views"] = t_sub
                         row["psnr_gap_curve"] = [[m, p - t_sub] for m, p in curve]

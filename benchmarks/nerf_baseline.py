@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import environment, write_json  # sets XLA flags first
+from common import environment, time_fn, write_json  # sets XLA flags first
 
 import jax
 import jax.numpy as jnp
@@ -211,13 +211,8 @@ def gemm_gflops() -> float:
     x = jax.random.normal(jax.random.key(0), (16384, 256))
     w = jax.random.normal(jax.random.key(1), (256, 256))
     f = jax.jit(lambda w, x: x @ w)
-    jax.block_until_ready(f(w, x))
-    ts = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(w, x))
-        ts.append(time.perf_counter() - t0)
-    return 2 * 16384 * 256 * 256 / float(np.median(ts)) / 1e9
+    t, _ = time_fn(lambda: f(w, x), repeats=10)
+    return 2 * 16384 * 256 * 256 / t / 1e9
 
 
 def main() -> None:

@@ -278,6 +278,12 @@ def _progress_fraction(cfg: TrainConfig, max_steps: Optional[int], step: int,
     return min(fr, 1.0)
 
 
+def periodic_eval_views(num_views: int, eval_views: int) -> list[int]:
+    """Indices of the ``eval_views`` evenly spaced test views of the periodic evaluations
+    (``--eval-every``)."""
+    return np.linspace(0, num_views - 1, eval_views).round().astype(int).tolist()
+
+
 def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     """Trains ``cfg.model`` on ``cfg.data``; returns a summary (final step, metrics, eval)."""
     run_dir, resuming = _prepare_run_dir(cfg)
@@ -335,7 +341,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                                       model_cfg.render_chunk, mesh)
     base_key = jax.random.key(cfg.seed)
     metrics_path = run_dir / "metrics.jsonl"
-    eval_idx = (np.linspace(0, len(test_scene) - 1, cfg.eval_views).round().astype(int).tolist()
+    eval_idx = (periodic_eval_views(len(test_scene), cfg.eval_views)
                 if test_scene is not None and cfg.eval_views > 0 else [])
 
     if not main:  # only process 0 reports progress and writes metrics
