@@ -48,7 +48,7 @@
 #include <vector>
 
 #include <sys/mman.h>
-#if defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -506,6 +506,14 @@ inline V4 Load4(const float* p) {
 }
 inline void Store4(float* p, V4 v) { std::memcpy(p, &v, sizeof(V4)); }
 
+#if defined(__SSE2__)
+// One F = 2 table row to / from the low half of an SSE register, in one instruction.
+inline __m128 Load2(const float* p) {
+  return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+}
+inline void Store2(float* p, __m128 v) { _mm_store_sd(reinterpret_cast<double*>(p), _mm_castps_pd(v)); }
+#endif
+
 template <int kF>
 struct RowVec {
   typedef float T __attribute__((vector_size(4 * kF)));
@@ -565,6 +573,20 @@ struct FwdOp {
           }
           const RowVec<2>::T sum = {acc[0] + acc[2], acc[1] + acc[3]};
           RowVec<2>::Store(ob + i * 2, sum);
+#if defined(__SSE2__)
+        } else if constexpr (kF == 2) {
+          // Hashed level: one 8-byte load per row straight into an SSE register and an FMA
+          // with the broadcast weight (3 instructions per corner; GCC's vector-extension code
+          // goes through a general-purpose register), two partial sums (bx = 0 and bx = 1
+          // corners) for shorter dependency chains.
+          const float* const t = tab_l;
+          __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+          for (int k = 0; k < 8; ++k)
+            acc[k & 1] = _mm_add_ps(acc[k & 1],
+                                    _mm_mul_ps(_mm_set1_ps(b.w[k][i]),
+                                               Load2(t + static_cast<int64_t>(b.row[k][i]) * 2)));
+          Store2(ob + i * 2, _mm_add_ps(acc[0], acc[1]));
+#endif
         } else if constexpr (kF > 0) {
           using R = RowVec<kF>;
           typename R::T acc = {};
@@ -624,6 +646,17 @@ struct BwdTablesOp {
             const V4 w = {b.w[k][i], b.w[k][i], b.w[k + 1][i], b.w[k + 1][i]};
             Store4(d, Load4(d) + w * gv);
           }
+#if defined(__SSE2__)
+        } else if constexpr (kF == 2) {
+          // Hashed level: 8-byte read-modify-writes through SSE registers, the table pointer in
+          // a local (a captured one is reloaded after every store, which may alias it).
+          float* const dl = d_l;
+          const __m128 gv = Load2(g_l + p * 2);
+          for (int k = 0; k < 8; ++k) {
+            float* d = dl + static_cast<int64_t>(b.row[k][i]) * 2;
+            Store2(d, _mm_add_ps(Load2(d), _mm_mul_ps(_mm_set1_ps(b.w[k][i]), gv)));
+          }
+#endif
         } else if constexpr (kF > 0) {
           using R = RowVec<kF>;
           const typename R::T gv = R::Load(g_l + p * kF);
