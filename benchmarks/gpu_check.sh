@@ -9,7 +9,12 @@
 #                                          # a log in $OUT (or ./gpu_check_out)
 #
 # .devdata/ must be ignored by git (e.g. listed in .git/info/exclude) and carried to the GPU
-# machine. Takes ~5 minutes on an H100 (build ~30 s, tests ~2 min, benchmarks ~2 min).
+# machine. Takes ~5-6 minutes on an H100 (build ~30 s, tests ~2 min, benchmarks ~3 min).
+# The device machine lacks tyro (and its docstring_parser, typeguard): carry them as wheels in
+# .whl/ and install them first; do not carry flax (its image has flax 0.12.10; flax 0.12.8 fails to
+# import under jax 0.11.2). The device call used on 2026-11-27 (carry .whl and .devdata):
+#   rm -rf /tmp/site; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
+#     && export PYTHONPATH=/tmp/site && bash benchmarks/gpu_check.sh run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +56,8 @@ run)
   step build;  PYTHON="$py" timeout 200 bash cuda_ext/build.sh --cuda 2>&1 | tail -3
   step tests;  timeout 200 "$py" -m pytest -q -p no:cacheprovider tests/cuda_ext tests/core/test_hashgrid.py -rs 2>&1 | tail -5
   cd benchmarks
-  step encoding; timeout 90 "$py" hashgrid.py --out "$out/hashgrid_gpu.json" --points 2097152 --repeats 7 --train-steps 0 2>&1 | tail -7
+  step encoding; timeout 150 "$py" hashgrid.py --out "$out/hashgrid_gpu.json" --points 2097152 --repeats 7 --train-steps 0 2>&1 | tail -7
+  step encoding at 2^18 points; timeout 90 "$py" hashgrid.py --out "$out/hashgrid_gpu_262144.json" --points 262144 --repeats 7 --train-steps 0 2>&1 | tail -7
   step training; timeout 150 "$py" ngp_backend.py --data ../.devdata/lego --downscale 1 --steps 300 --eval-views 10 --out "$out/ngp_backend_gpu.json" 2>&1 | tail -5
   step done
   ;;
