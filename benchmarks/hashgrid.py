@@ -19,8 +19,8 @@ shows). Passes, all with respect to the tables (what a NeRF train step different
   train step, where the features are materialised for the MLP and the cotangent comes from it.
 * ``fwd_bwd_loss``: ``jax.value_and_grad`` of the scalar ``<encode(tables, x), cot>`` (the
   definition of ``fwd_bwd`` before 2026-11-27). It adds the loss's own cost: XLA:CPU lowers
-  the ``vdot`` to a materialised 32 MiB product and a reduction (~10-16 ms here at 2^18 points),
-  which the kernel path pays in full and the pure-JAX paths partly fuse away.
+  the ``vdot`` after a custom call to a materialised 32 MiB product and a reduction (~10-16 ms
+  of the kernel path's time at 2^18 points on the 2-core development machine).
 
 With the kernel built, it then measures end-to-end NGP training on lego (200x200, 4096-ray steps,
 the default model) with ``--model.backend jax`` and ``ffi``, interleaved step by step after a
