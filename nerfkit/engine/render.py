@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time as _time
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -130,9 +131,16 @@ class Renderer:
                                   scene.background, t)
 
 
+SSIM_WINDOW = 11  # pixels: the Gaussian window of the SSIM that evaluation reports
+
+
 @jax.jit
 def _image_metrics(pred: jax.Array, gt: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return metrics.psnr_images(pred, gt), metrics.ssim(pred, gt)
+    """PSNR and SSIM of one image; SSIM is NaN for images smaller than its window."""
+    psnr = metrics.psnr_images(pred, gt)
+    if min(pred.shape[-3], pred.shape[-2]) < SSIM_WINDOW:
+        return psnr, jnp.float32(jnp.nan)
+    return psnr, metrics.ssim(pred, gt, filter_size=SSIM_WINDOW)
 
 
 def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = None,
@@ -141,9 +149,15 @@ def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = 
     """PSNR and SSIM of renders against ``scene``'s images (composited on its background).
 
     Returns ``{"psnr", "ssim", "num_views", "seconds", "views": [{"name", "psnr", "ssim"}]}``.
-    ``on_view(i, out)`` is called with each render (e.g. to save it).
+    ``on_view(i, out)`` is called with each render (e.g. to save it). SSIM is NaN (with a
+    warning) for images smaller than its 11-pixel window; PSNR is computed at any size.
     """
     views = range(len(scene)) if views is None else views
+    h, w = scene.cameras.height, scene.cameras.width
+    if min(h, w) < SSIM_WINDOW:
+        warnings.warn(f"evaluation: {w}x{h} images are smaller than SSIM's {SSIM_WINDOW}-pixel "
+                      f"window; SSIM is reported as NaN (PSNR is computed)", RuntimeWarning,
+                      stacklevel=2)
     gt_all = scene.composited()
     per_view = []
     t0 = _time.perf_counter()
