@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nerfkit.data.raysource import RayGeometry, camera_image_rays
-from nerfkit.engine.render import Renderer, evaluate
+from nerfkit.engine.render import Renderer, evaluate, evenly_spaced_views
 from nerfkit.engine.trainer import build_model, load_run, periodic_eval_views
 from nerfkit.models import MODELS, SceneInfo
 
@@ -152,8 +152,7 @@ def run_test_psnr(run, eval_views: int) -> tuple[Optional[float], int]:
             return float(ev["psnr"]), len(test)
     if eval_views <= 0:
         return None, 0
-    views = sorted(set(np.linspace(0, len(test) - 1, min(eval_views, len(test)))
-                       .round().astype(int).tolist()))
+    views = evenly_spaced_views(len(test), eval_views)
     ev = evaluate(run.renderer(), test, views)
     return float(ev["psnr"]), len(views)
 

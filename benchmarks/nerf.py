@@ -24,7 +24,7 @@ import numpy as np
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource
 from nerfkit.engine.config import TrainConfig
-from nerfkit.engine.render import Renderer, evaluate
+from nerfkit.engine.render import Renderer, evaluate, evenly_spaced_views
 from nerfkit.engine.trainer import (TrainState, build_model, make_train_step, scene_info, train,
                                     load_run)
 from nerfkit.models.nerf import NeRFConfig
@@ -112,8 +112,7 @@ def main() -> None:
             summary = train(cfg)
             run = load_run(cfg.output)
             test = run.load_split("test")
-            views = np.linspace(0, len(test) - 1, min(args.eval_views, len(test))).round()
-            ev = evaluate(run.renderer(), test, sorted(set(int(v) for v in views)))
+            ev = evaluate(run.renderer(), test, evenly_spaced_views(len(test), args.eval_views))
         res.update({"budget_minutes": args.budget_minutes, "steps": summary["step"],
                     "test_psnr": ev["psnr"], "test_ssim": ev["ssim"],
                     "eval_views": ev["num_views"], "peak_rss_mb": peak_rss_mb()})

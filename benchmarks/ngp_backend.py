@@ -32,7 +32,7 @@ import numpy as np
 
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, ray_geometry
-from nerfkit.engine.render import Renderer, evaluate
+from nerfkit.engine.render import Renderer, evaluate, evenly_spaced_views
 from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
 from nerfkit.models.ngp import NGPConfig
 from nerfkit.nn import ffi_backend
@@ -77,6 +77,7 @@ def measure_training(data: str = str(LEGO), downscale: int = 4, steps: int = 6,
 
     results = {}
     test = load_scene(data, "test", downscale) if eval_views > 0 else None
+    views = evenly_spaced_views(len(test), eval_views) if test is not None else []
     for backend, r in runs.items():
         med = float(np.median(r["times"]))
         results[backend] = {
@@ -87,8 +88,6 @@ def measure_training(data: str = str(LEGO), downscale: int = 4, steps: int = 6,
             "losses": r["losses"],
         }
         if test is not None:
-            views = sorted(set(np.linspace(0, len(test) - 1, min(eval_views, len(test)))
-                               .round().astype(int).tolist()))
             renderer = Renderer(r["graphdef"], r["state"].params, r["state"].buffers,
                                 ray_geometry(scene))
             ev = evaluate(renderer, test, views)

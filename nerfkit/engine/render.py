@@ -131,6 +131,12 @@ class Renderer:
                                   scene.background, t)
 
 
+def evenly_spaced_views(num_views: int, count: int) -> list[int]:
+    """Up to ``count`` distinct view indices evenly spaced over ``range(num_views)``, sorted."""
+    n = min(count, num_views)
+    return sorted(set(np.linspace(0, num_views - 1, n).round().astype(int).tolist()))
+
+
 SSIM_WINDOW = 11  # pixels: the Gaussian window of the SSIM that evaluation reports
 
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nerfkit.engine.render import evenly_spaced_views
 from nerfkit.errors import NerfkitError
 
 
@@ -97,8 +98,7 @@ def extract_pointcloud(run, split: str = "train", max_views: int = 20, min_acc: 
     if run.geom.ndc is not None:
         raise NerfkitError("pointcloud: NDC (forward-facing) runs are not supported yet")
     scene = run.load_split(split)
-    views = np.unique(np.linspace(0, len(scene) - 1, min(max_views, len(scene))).round()
-                      .astype(int))
+    views = evenly_spaced_views(len(scene), max_views)
     renderer = run.renderer()
     cams = scene.cameras
     pts, cols = [], []

@@ -8,7 +8,7 @@ import pytest
 from nerfkit.core import metrics
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.scene import Scene
-from nerfkit.engine.render import SSIM_WINDOW, evaluate
+from nerfkit.engine.render import SSIM_WINDOW, evaluate, evenly_spaced_views
 
 
 def _scene_and_renders(size, n=2, noise=0.05):
@@ -40,3 +40,10 @@ def test_evaluate_small_images_reports_psnr_and_nan_ssim():
     mse = ((pred - gt) ** 2).reshape(len(gt), -1).mean(-1)
     np.testing.assert_allclose(ev["psnr"], np.mean(-10 * np.log10(mse)), rtol=1e-5)
     assert np.isnan(ev["ssim"]) and all(np.isnan(v["ssim"]) for v in ev["views"])
+
+
+def test_evenly_spaced_views():
+    assert evenly_spaced_views(200, 8) == [0, 28, 57, 85, 114, 142, 171, 199]
+    assert evenly_spaced_views(5, 3) == [0, 2, 4]
+    assert evenly_spaced_views(3, 10) == [0, 1, 2]  # no more views than there are
+    assert evenly_spaced_views(7, 1) == [0]
