@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Optional
@@ -226,6 +227,12 @@ def _filter_orbax_leftovers() -> None:
     loop orbax has closed, never-awaited orbax coroutines, and asyncio's "exception was never
     retrieved" for orbax's futures, during the operation or at exit, around the one-line error.
     This drops exactly those reports; anything else reaches Python's hooks as before."""
+    # Orbax's per-fragment write coroutines that a failed save never awaited are reported by
+    # Python as a RuntimeWarning when collected (often at exit), through the warnings module
+    # rather than the unraisable hook. (filterwarnings replaces an identical filter: idempotent.)
+    warnings.filterwarnings(
+        "ignore", message=r"coroutine 'async_serialize_from_host\.<locals>\.write_fragment' was "
+        r"never awaited", category=RuntimeWarning)
     global _filters_installed
     if _filters_installed:
         return
