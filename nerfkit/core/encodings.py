@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
+from nerfkit.core import samplers as _samplers
+from nerfkit.core.rays import Rays
 from nerfkit.errors import ConfigError
 
 
@@ -132,3 +135,27 @@ def spherical_harmonics(dirs: jax.Array, degree: int) -> jax.Array:
             _C4[6] * (xx * (xx - 3.0 * yy) - yy * (3.0 * xx - yy)),
         ]
     return jnp.stack(out, axis=-1)
+
+
+def ray_points(rays: Rays, num_points: int, key: Optional[jax.Array],
+               randomized: bool) -> jax.Array:
+    """``[..., K, 3]`` points ``o + t_k d`` at ``K`` depths evenly spaced from ``near`` to ``far``
+    (inclusive); randomized: each ``t_k`` uniform in its stratum (between the midpoints to its
+    neighbours, clipped to ``[near, far]``)."""
+    t = _samplers.stratified_samples(key, rays.near, rays.far, num_points - 1, randomized)
+    return rays.points_at(t)
+
+
+def ray_encoding(points: jax.Array, num_freqs: int) -> jax.Array:
+    """R2L's ray input: positional encoding of all the points' coordinates.
+
+    Args:
+      points: ``[..., K, 3]``.
+      num_freqs: octaves ``L``.
+    Returns:
+      ``[..., 3K (2L + 1)]`` laid out as ``[p, sin(p), cos(p), sin(2p), cos(2p), ...,
+      sin(2^(L-1) p), cos(2^(L-1) p)]`` where ``p = (x_0, y_0, z_0, x_1, ..., z_{K-1})`` is the
+      flattened ``3K`` vector (point-major); see :func:`~nerfkit.core.encodings.positional_encoding`.
+    """
+    flat = points.reshape(*points.shape[:-2], points.shape[-2] * 3)
+    return positional_encoding(flat, num_freqs, True)

@@ -191,7 +191,7 @@ def occupied_steps(rays: Rays, grid: OccupancyGrid, march_steps: int
     cell ``[..., K]`` (False for rays that miss the box)."""
     edges, hit = candidate_steps(rays, grid.aabb, march_steps)
     mids = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    x = rays.origins[..., None, :] + mids[..., None] * rays.directions[..., None, :]
+    x = rays.points_at(mids)
     return edges, is_occupied(grid, x) & hit[..., None]
 
 
@@ -237,7 +237,7 @@ def occupied_samples(key: Optional[jax.Array], rays: Rays, grid: OccupancyGrid,
     t = (e0 + (flat_s - c0)).reshape(*batch, num_samples)
     t = jnp.clip(t, edges[..., :1], edges[..., -1:])
     deltas = jnp.broadcast_to(total / num_samples, t.shape)
-    xs = rays.origins[..., None, :] + t[..., None] * rays.directions[..., None, :]
+    xs = rays.points_at(t)
     valid = is_occupied(grid, xs) & (total > 0)
     return jax.lax.stop_gradient(t), jax.lax.stop_gradient(deltas), valid
 

@@ -33,9 +33,19 @@ class Rays(NamedTuple):
     def batch_shape(self) -> tuple[int, ...]:
         return self.origins.shape[:-1]
 
+    def points_at(self, t: jax.Array) -> jax.Array:
+        """Points ``o + t d`` ``[..., S, 3]`` at ray parameters ``t [..., S]`` (one batch of
+        ``S`` depths per ray)."""
+        return points_at(self.origins, self.directions, t)
+
     def reshape(self, *shape: int) -> "Rays":
         """Reshapes the batch dimensions of every field (the trailing feature dim is kept)."""
         return jax.tree_util.tree_map(lambda x: x.reshape(*shape, x.shape[-1]), self)
+
+
+def points_at(origins: jax.Array, directions: jax.Array, t: jax.Array) -> jax.Array:
+    """``origins [..., 3] + t [..., S] * directions [..., 3]`` -> points ``[..., S, 3]``."""
+    return origins[..., None, :] + t[..., None] * directions[..., None, :]
 
 
 def make_rays(

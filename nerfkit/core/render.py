@@ -192,3 +192,29 @@ def background_color(kind: str, key: Optional[jax.Array], shape: tuple[int, ...]
             raise ValueError("background_color('random', ...) needs a PRNG key")
         return jax.random.uniform(key, (*shape, 3), jnp.float32)
     raise ConfigError(f"unknown background {kind!r}; expected 'white', 'black' or 'random'")
+
+
+def density_from_weights(weights: jax.Array, t_mid: jax.Array, directions: jax.Array,
+                         min_transmittance: float = 1e-3) -> tuple[jax.Array, jax.Array]:
+    """Densities that produce compositing ``weights [..., S]`` at sorted depths ``t_mid [..., S]``.
+
+    Inverts ``w_i = T_i (1 - exp(-sigma_i delta_i))`` with ``T_i = 1 - sum_{j<i} w_j`` and
+    interval lengths ``delta_i`` taken as the smaller spacing to a neighbouring midpoint (exact
+    for evenly spaced samples, and for runs of evenly spaced samples separated by skipped empty
+    space as occupancy-grid samplers produce): ``sigma_i = -log(1 - w_i / T_i) / delta_i``.
+    Behind an opaque surface (``T_i < min_transmittance``) the density is not identifiable from
+    the weights.
+
+    Returns:
+      ``(density [..., S], visible [..., S] bool)``; density is 0 where not visible.
+    """
+    trans = 1.0 - jnp.concatenate([jnp.zeros_like(weights[..., :1]),
+                                   jnp.cumsum(weights[..., :-1], axis=-1)], axis=-1)
+    visible = trans > min_transmittance
+    alpha = jnp.clip(weights / jnp.where(visible, trans, 1.0), 0.0, 1.0 - 1e-6)
+    gaps = jnp.diff(t_mid, axis=-1)
+    left = jnp.concatenate([gaps[..., :1], gaps], axis=-1)
+    right = jnp.concatenate([gaps, gaps[..., -1:]], axis=-1)
+    delta = jnp.minimum(left, right) * jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    density = -jnp.log1p(-alpha) / jnp.maximum(delta, 1e-10)
+    return jnp.where(visible, density, 0.0), visible

@@ -15,7 +15,7 @@ zero weights, and so are the outputs (zero columns). Layers follow one another, 
 ``model.json`` describes the network as a list of passes over named per-pixel buffers of
 ``groups`` x 4 channels (``network.ops``), which :file:`web_assets/viewer.js` runs as fragment
 shaders: ``dense`` (``act(x W + b [+ r]) [+ r]`` with ``x`` a buffer, optionally plus a second
-buffer, and/or the ray encoding of :func:`nerfkit.models.r2l.ray_encoding`) and NeRDF's
+buffer, and/or the ray encoding of :func:`nerfkit.core.encodings.ray_encoding`) and NeRDF's
 ``distribution`` (:func:`nerfkit.models.nerdf.render_distribution`). The programs below spell
 out R2L's and NeRDF's networks in these terms.
 """
@@ -95,7 +95,7 @@ def _np(x) -> np.ndarray:
 
 
 def r2l_program(cfg, params: dict) -> tuple[_Program, str]:
-    """R2L (:class:`nerfkit.models.r2l.ResidualMLP`): ``h0 = relu(enc W_in)``; per block
+    """R2L (:class:`nerfkit.nn.residual.ResidualMLP`): ``h0 = relu(enc W_in)``; per block
     ``t = relu(h W1 + b1)``, ``h = h + t W2 + b2``; ``rgb = sigmoid((h + h0) W_out)``."""
     net = params["net"]
     prog = _Program(cfg.points, cfg.pos_freqs, cfg.width)

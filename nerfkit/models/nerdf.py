@@ -10,7 +10,7 @@ the normalised depth ``t_hat = (t - near) / (far - near)`` in ``[0, 1]``,
 
 which are evaluated at ``S`` (64) stratified depths and volume-rendered by the shared core
 (:func:`nerfkit.core.render.volume_render`). The ray input is R2L's (``K = 16`` points, ``L = 10``
-positional encoding, 1008 inputs; :func:`nerfkit.models.r2l.ray_encoding` documents the order),
+positional encoding, 1008 inputs; :func:`nerfkit.core.encodings.ray_encoding` documents the order),
 and the network is a NeRF-sized residual MLP (8 layers of 256, the encoded input concatenated
 again before layer 4) with a linear head of ``4K`` outputs laid out ``[4, K]``: density, red,
 green, blue.
@@ -24,7 +24,7 @@ where ``sigma^t_i`` are the teacher's densities at its own sample depths ``t_i``
 ``v_hat = v / ||v||_2`` normalises each ray's vector of densities (``lambda = 0.1``, the value
 of the authors' configurations). The student's series enters the loss before its ReLU, so
 negative values where the teacher is empty still get a gradient. A teacher that only reports compositing ``weights`` (no ``density``) is converted with
-:func:`density_from_weights`, which recovers the density wherever the ray is still visible.
+:func:`~nerfkit.core.render.density_from_weights`, which recovers the density wherever the ray is still visible.
 
 Deliberately not reproduced from the released code: its network declares ``12 K`` outputs of
 which the frequency basis reads ``4 K``, and its density constraint evaluates the outputs as a
@@ -43,12 +43,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nerfkit.core import losses, render, samplers
+from nerfkit.core import encodings, losses, render, samplers
 from nerfkit.core.rays import Batch, Rays
 from nerfkit.errors import ConfigError
 from nerfkit.models.base import Model, SceneInfo
-from nerfkit.models.r2l import ray_encoding, ray_points, torch_linear_init
 from nerfkit.models.student import StudentConfig
+from nerfkit.nn.residual import torch_linear_init
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,32 +167,6 @@ def render_distribution(coeffs: jax.Array, rays: Rays, s_edges: jax.Array,
     return out
 
 
-def density_from_weights(weights: jax.Array, t_mid: jax.Array, directions: jax.Array,
-                         min_transmittance: float = 1e-3) -> tuple[jax.Array, jax.Array]:
-    """Densities that produce compositing ``weights [..., S]`` at sorted depths ``t_mid [..., S]``.
-
-    Inverts ``w_i = T_i (1 - exp(-sigma_i delta_i))`` with ``T_i = 1 - sum_{j<i} w_j`` and
-    interval lengths ``delta_i`` taken as the smaller spacing to a neighbouring midpoint (exact
-    for evenly spaced samples, and for runs of evenly spaced samples separated by skipped empty
-    space as occupancy-grid samplers produce): ``sigma_i = -log(1 - w_i / T_i) / delta_i``.
-    Behind an opaque surface (``T_i < min_transmittance``) the density is not identifiable from
-    the weights.
-
-    Returns:
-      ``(density [..., S], visible [..., S] bool)``; density is 0 where not visible.
-    """
-    trans = 1.0 - jnp.concatenate([jnp.zeros_like(weights[..., :1]),
-                                   jnp.cumsum(weights[..., :-1], axis=-1)], axis=-1)
-    visible = trans > min_transmittance
-    alpha = jnp.clip(weights / jnp.where(visible, trans, 1.0), 0.0, 1.0 - 1e-6)
-    gaps = jnp.diff(t_mid, axis=-1)
-    left = jnp.concatenate([gaps[..., :1], gaps], axis=-1)
-    right = jnp.concatenate([gaps, gaps[..., -1:]], axis=-1)
-    delta = jnp.minimum(left, right) * jnp.linalg.norm(directions, axis=-1, keepdims=True)
-    density = -jnp.log1p(-alpha) / jnp.maximum(delta, 1e-10)
-    return jnp.where(visible, density, 0.0), visible
-
-
 def _unit(v: jax.Array, eps: float = 1e-8) -> jax.Array:
     return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), eps)
 
@@ -211,7 +185,7 @@ def density_distribution_loss(coeffs: jax.Array, rays: Rays, extras: Optional[di
     if "density" in extras:
         target = extras["density"]
     elif "weights" in extras:
-        target, visible = density_from_weights(extras["weights"], t, rays.directions)
+        target, visible = render.density_from_weights(extras["weights"], t, rays.directions)
         valid = valid & visible
     else:
         return None
@@ -255,8 +229,8 @@ class NeRDF(Model):
     def coefficients(self, rays: Rays, key: Optional[jax.Array] = None,
                      randomized: bool = False) -> jax.Array:
         """``[B, 4, K]`` basis weights of density, r, g, b for rays ``[B]``."""
-        pts = ray_points(rays, self.cfg.points, key, randomized)
-        return self.net(ray_encoding(pts, self.cfg.pos_freqs))
+        pts = encodings.ray_points(rays, self.cfg.points, key, randomized)
+        return self.net(encodings.ray_encoding(pts, self.cfg.pos_freqs))
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:

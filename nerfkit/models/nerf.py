@@ -178,7 +178,7 @@ class NeRF(Model):
     def _query(self, field: NeRFField, rays: Rays, t_edges: jax.Array, key, train: bool,
                background: jax.Array) -> dict[str, jax.Array]:
         t_mid = render.interval_midpoints(t_edges)
-        x = rays.origins[..., None, :] + t_mid[..., None] * rays.directions[..., None, :]
+        x = rays.points_at(t_mid)
         raw_density, rgb = field(x, rays.viewdirs[..., None, :], rays.time)
         if train and self.cfg.density_noise > 0 and key is not None:
             raw_density = raw_density + self.cfg.density_noise * jax.random.normal(

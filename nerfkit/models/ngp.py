@@ -33,22 +33,12 @@ import optax
 from flax import nnx
 
 from nerfkit.core import encodings, hashgrid, occupancy, render
-from nerfkit.core.sharding import local_map, shard_batch
+from nerfkit.core.sharding import shard_batch
 from nerfkit.core.rays import Rays
+from nerfkit.core.activations import trunc_exp
 from nerfkit.models.base import Model, ModelConfig, SceneInfo
+from nerfkit.nn.hashgrid import HashEncoding
 from nerfkit.nn.mlp import MLP
-
-
-@jax.custom_jvp
-def trunc_exp(x: jax.Array) -> jax.Array:
-    """``exp(x)`` whose derivative is clamped at ``exp(15)`` (Instant-NGP's density activation)."""
-    return jnp.exp(x)
-
-
-@trunc_exp.defjvp
-def _trunc_exp_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    return jnp.exp(x), dx * jnp.exp(jnp.minimum(x, 15.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,27 +112,6 @@ class NGPConfig(ModelConfig):
                 optax.scale_by_adam(b1=0.9, b2=0.99, eps=1e-15),
                 optax.scale_by_learning_rate(learning_rate))
         return optax.inject_hyperparams(make)(learning_rate=self.lr_init)
-
-
-class HashEncoding(nnx.Module):
-    """The hash-grid encoding as a module: ``x [..., 3]`` in ``[0, 1]^3`` -> ``[..., L*F]``."""
-
-    def __init__(self, cfg: hashgrid.HashGridConfig, backend: str, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        self.backend = backend
-        self.tables = nnx.Param(hashgrid.init_hash_tables(rngs.params(), cfg))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.backend == "naive":
-            return hashgrid.hash_encode_naive(self.tables[...], x, self.cfg)
-        if self.backend == "ffi":
-            from nerfkit.nn.ffi_backend import hash_encode_ffi
-            # XLA cannot split a custom call: on a multi-device mesh each device runs the
-            # kernel on its own points (replicated tables, summed table gradients).
-            return local_map(lambda xs, t: hash_encode_ffi(t, xs, self.cfg), x,
-                             self.tables[...])
-        encode = getattr(hashgrid, "hash_encode", hashgrid.hash_encode_naive)
-        return encode(self.tables[...], x, self.cfg)
 
 
 class NGP(Model):
@@ -249,7 +218,7 @@ class NGP(Model):
         cfg = self.cfg
         t_mid, deltas_t, valid = occupancy.occupied_samples(
             key, rays, self.grid.get_value(), cfg.march_steps, n)
-        x = rays.origins[..., None, :] + t_mid[..., None] * rays.directions[..., None, :]
+        x = rays.points_at(t_mid)
         sigma, rgb = self.field(x, rays.viewdirs[..., None, :])
         sigma = jnp.where(valid, sigma, 0.0)
         deltas = deltas_t * jnp.linalg.norm(rays.directions, axis=-1, keepdims=True)

@@ -4,7 +4,7 @@ Neural Light Field for Efficient Novel View Synthesis", ECCV 2022.
 A neural light field: one network query per ray. The ray is represented by ``K = 16`` points
 evenly spaced between ``near`` and ``far`` (jittered within their strata while training, as NeRF's
 stratified sampling; fixed at test time), their ``3K = 48`` coordinates are positional-encoded with
-``L = 10`` octaves (``48 * (2L + 1) = 1008`` inputs, order in :func:`ray_encoding`), and a deep
+``L = 10`` octaves (``48 * (2L + 1) = 1008`` inputs, order in :func:`~nerfkit.core.encodings.ray_encoding`), and a deep
 residual MLP maps them to the pixel colour:
 
     h0 = ReLU(W_in x),  h_{b+1} = h_b + W2_b ReLU(W1_b h_b)  (43 blocks),
@@ -38,14 +38,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nerfkit.core import encodings, losses, samplers
+from nerfkit.core import encodings, losses
 from nerfkit.core.rays import Batch, Rays
 from nerfkit.errors import ConfigError
 from nerfkit.models.base import Model, SceneInfo
 from nerfkit.models.student import StudentConfig
+from nerfkit.nn.residual import ResidualMLP
 
-#: PyTorch's default ``nn.Linear`` weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-torch_linear_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,64 +120,6 @@ class R2LConfig(StudentConfig):
         return R2L(self, rngs=rngs)
 
 
-def ray_points(rays: Rays, num_points: int, key: Optional[jax.Array],
-               randomized: bool) -> jax.Array:
-    """``[..., K, 3]`` points ``o + t_k d`` at ``K`` depths evenly spaced from ``near`` to ``far``
-    (inclusive); randomized: each ``t_k`` uniform in its stratum (between the midpoints to its
-    neighbours, clipped to ``[near, far]``)."""
-    t = samplers.stratified_samples(key, rays.near, rays.far, num_points - 1, randomized)
-    return rays.origins[..., None, :] + t[..., None] * rays.directions[..., None, :]
-
-
-def ray_encoding(points: jax.Array, num_freqs: int) -> jax.Array:
-    """R2L's ray input: positional encoding of all the points' coordinates.
-
-    Args:
-      points: ``[..., K, 3]``.
-      num_freqs: octaves ``L``.
-    Returns:
-      ``[..., 3K (2L + 1)]`` laid out as ``[p, sin(p), cos(p), sin(2p), cos(2p), ...,
-      sin(2^(L-1) p), cos(2^(L-1) p)]`` where ``p = (x_0, y_0, z_0, x_1, ..., z_{K-1})`` is the
-      flattened ``3K`` vector (point-major); see :func:`~nerfkit.core.encodings.positional_encoding`.
-    """
-    flat = points.reshape(*points.shape[:-2], points.shape[-2] * 3)
-    return encodings.positional_encoding(flat, num_freqs, True)
-
-
-class ResidualMLP(nnx.Module):
-    """``in -> Linear+ReLU -> num_blocks x (x + Linear(ReLU(Linear(x)))) -> + skip -> Linear ->
-    sigmoid``: ``[..., in_dim] -> [..., out_dim]``, blocks run by ``lax.scan`` over stacked
-    weights."""
-
-    def __init__(self, in_dim: int, width: int, num_blocks: int, out_dim: int, *,
-                 rngs: nnx.Rngs):
-        self.num_blocks = num_blocks
-        self.head = nnx.Linear(in_dim, width, kernel_init=torch_linear_init, rngs=rngs)
-        shape = (num_blocks, width, width)
-        stacked = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform",
-                                                    batch_axis=(0,))
-        self.w1 = nnx.Param(stacked(rngs.params(), shape))
-        self.b1 = nnx.Param(jnp.zeros((num_blocks, width)))
-        self.w2 = nnx.Param(stacked(rngs.params(), shape))
-        self.b2 = nnx.Param(jnp.zeros((num_blocks, width)))
-        self.tail = nnx.Linear(width, out_dim, kernel_init=torch_linear_init, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        batch = x.shape[:-1]
-        h0 = jax.nn.relu(self.head(x.reshape(-1, x.shape[-1])))
-
-        def block(h, p):
-            w1, b1, w2, b2 = p
-            return h + jax.nn.relu(h @ w1 + b1) @ w2 + b2, None
-
-        h = h0
-        if self.num_blocks:
-            h, _ = jax.lax.scan(block, h0, (self.w1[...], self.b1[...], self.w2[...],
-                                            self.b2[...]))
-        out = jax.nn.sigmoid(self.tail(h + h0))
-        return out.reshape(*batch, -1)
-
-
 class HardRayPool(nnx.Variable):
     """Non-trainable state: R2L's pool of hard training rays and their targets."""
 
@@ -200,8 +141,8 @@ class R2L(Model):
 
     def rgb(self, rays: Rays, key: Optional[jax.Array], randomized: bool) -> jax.Array:
         """``[..., 3]`` colours of rays with batch shape ``[...]``."""
-        pts = ray_points(rays, self.cfg.points, key, randomized)
-        return self.net(ray_encoding(pts, self.cfg.pos_freqs))
+        pts = encodings.ray_points(rays, self.cfg.points, key, randomized)
+        return self.net(encodings.ray_encoding(pts, self.cfg.pos_freqs))
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:

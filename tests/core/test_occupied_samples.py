@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from nerfkit.core import occupancy, render
 from nerfkit.core.rays import make_rays

@@ -1,7 +1,6 @@
 """End to end on real data: train a tiny NeRF on lego, resume, render, evaluate (CLI)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

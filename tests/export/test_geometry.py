@@ -1,6 +1,5 @@
 """Mesh and point-cloud export on an analytic field whose surface is known exactly."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import jax

@@ -10,8 +10,9 @@ from flax import nnx
 from nerfkit.core import render, samplers
 from nerfkit.core.rays import Batch, make_rays
 from nerfkit.models import MODELS, SceneInfo
-from nerfkit.models.nerdf import (NeRDFConfig, density_distribution_loss, density_from_weights,
-                                  distribution_values, frequency_basis, render_distribution)
+from nerfkit.core.render import density_from_weights
+from nerfkit.models.nerdf import (NeRDFConfig, density_distribution_loss, distribution_values,
+                                  frequency_basis, render_distribution)
 from nerfkit.models.nerf import NeRFConfig
 
 INFO = SceneInfo(((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)), 2.0, 6.0)

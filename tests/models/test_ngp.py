@@ -12,7 +12,8 @@ from conftest import requires_shared, shared_datasets
 from nerfkit.cli import main
 from nerfkit.core.rays import make_rays
 from nerfkit.models.base import SceneInfo
-from nerfkit.models.ngp import NGPConfig, trunc_exp
+from nerfkit.core.activations import trunc_exp
+from nerfkit.models.ngp import NGPConfig
 
 SMALL = NGPConfig(levels=4, log2_table_size=10, max_resolution=64, hidden=16,
                   occupancy_resolution=8, march_steps=32, num_samples=8, eval_samples=8)

@@ -11,7 +11,8 @@ from nerfkit.core.rays import Batch, make_rays
 from nerfkit.errors import ConfigError
 from nerfkit.models import MODELS, SceneInfo
 from nerfkit.models.nerf import NeRFConfig
-from nerfkit.models.r2l import R2LConfig, ray_encoding, ray_points
+from nerfkit.core.encodings import ray_encoding, ray_points
+from nerfkit.models.r2l import R2LConfig
 
 INFO = SceneInfo(((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)), 2.0, 6.0)
 
