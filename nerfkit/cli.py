@@ -243,7 +243,7 @@ def run_render(cmd: RenderCommand) -> int:
 
 
 def run_eval(cmd: EvalCommand) -> int:
-    from nerfkit.engine.config import write_json_atomic
+    from nerfkit.fileio import write_json_atomic
     from nerfkit.engine.render import evaluate
     from nerfkit.engine.trainer import load_run
     run = load_run(cmd.run)

@@ -8,7 +8,6 @@ becomes a :class:`~nerfkit.errors.DataError` naming the file.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from nerfkit.errors import DataError
+from nerfkit.fileio import write_bytes_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -173,19 +173,7 @@ def write_image_atomic(path: str | os.PathLike, image: np.ndarray) -> Path:
     if arr.dtype != np.uint8:
         arr = np.asarray(arr, np.float32)
         arr = np.round(np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(iio.imwrite("<bytes>", arr, extension=".png"))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return write_bytes_atomic(path, iio.imwrite("<bytes>", arr, extension=".png"))
 
 
 def downscale_area(image: np.ndarray, factor: int) -> np.ndarray:

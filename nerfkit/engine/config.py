@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from nerfkit.fileio import write_json_atomic  # noqa: F401 (re-exported)
 from nerfkit.errors import ConfigError
 from nerfkit.models import MODELS, ModelConfig
 
@@ -171,25 +172,6 @@ def model_config_from_dict(data: dict, where: str = "model") -> ModelConfig:
     if family not in MODELS:
         raise ConfigError(f"{where}: unknown model family {family!r}; known: {sorted(MODELS)}")
     return from_dict(MODELS[family], data, where)
-
-
-def write_json_atomic(path: os.PathLike, obj: Any) -> None:
-    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or an interrupt leaves no half-written temporary file
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise
 
 
 def read_json(path: os.PathLike, what: str = "file") -> Any:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -45,6 +44,7 @@ from nerfkit.data.raysource import (PixelData, RayGeometry, background_colors, p
 from nerfkit.data.scene import Scene
 from nerfkit.engine.config import TrainConfig, read_json
 from nerfkit.errors import ConfigError
+from nerfkit.fileio import atomic_path
 
 #: Per-sample teacher outputs passed to students in ``Batch.extras`` when the teacher has them.
 TEACHER_EXTRAS = ("t_mid", "weights", "density")
@@ -206,7 +206,7 @@ def build_teacher_cache(source: TeacherSource, directory: Path, num_rays: int, s
     Chunk ``i`` is drawn with ``fold_in(key(seed), i)``, so an interrupted cache completes to the
     same rays. Colours are rendered on black and stored with the opacity ``acc``.
     """
-    from nerfkit.engine.config import write_json_atomic
+    from nerfkit.fileio import write_json_atomic
     chunks = -(-num_rays // chunk_rays)
     meta = {"teacher": str(source.teacher_dir.absolute()), "mode": source.mode,
             "num_rays": num_rays, "chunk_rays": chunk_rays, "seed": seed, "version": 1}
@@ -246,11 +246,10 @@ def build_teacher_cache(source: TeacherSource, directory: Path, num_rays: int, s
                   f"-> {path}", flush=True)
             arrays = {k: np.asarray(v) for k, v in
                       render_chunk(source.data, jax.random.fold_in(base, i)).items()}
-            # Per-process temporary name: in a multi-process run every process renders the same
-            # (deterministic) chunk, and the atomic rename makes the last one win harmlessly.
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(path)
+            # A unique temporary name per writer: in a multi-process run every process renders
+            # the same (deterministic) chunk, and the atomic rename makes the last one win.
+            with atomic_path(path) as tmp:
+                np.savez(tmp, **arrays)
         parts.append(arrays)
     cat = {k: np.concatenate([p[k] for p in parts])[:num_rays] for k in parts[0]}
     rays = Rays(**{k[5:]: jnp.asarray(v) for k, v in cat.items() if k.startswith("rays.")})

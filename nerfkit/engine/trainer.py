@@ -43,6 +43,7 @@ from nerfkit.engine.config import (TrainConfig, load_train_config, read_json, sa
                                    to_dict, write_json_atomic)
 from nerfkit.engine.render import Renderer, evaluate
 from nerfkit.errors import CheckpointError, ConfigError, DataError, DivergenceError
+from nerfkit.fileio import write_text_atomic
 from nerfkit.models.base import ModelConfig, SceneInfo
 
 
@@ -501,7 +502,5 @@ def _rewind_metrics(metrics_path: Path, step: int) -> float:
             continue
         kept.append(line)
     if kept != lines:
-        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, metrics_path)
+        write_text_atomic(metrics_path, "".join(line + "\n" for line in kept))
     return t

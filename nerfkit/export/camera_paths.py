@@ -244,6 +244,6 @@ def save_camera_path(path: str | Path, keyframes_c2w: np.ndarray, frames: int,
         if fov_y is not None:
             kf["fov_y"] = float(fov_y)
         kfs.append(kf)
-    from nerfkit.engine.config import write_json_atomic
+    from nerfkit.fileio import write_json_atomic
     write_json_atomic(path, {"format": "nerfkit-camera-path/v1", "frames": frames, "fps": fps,
                              "keyframes": kfs})

@@ -16,6 +16,7 @@ from flax import nnx
 
 from nerfkit.engine.render import evenly_spaced_views
 from nerfkit.errors import NerfkitError
+from nerfkit.fileio import atomic_path
 
 
 def _require(module: str):
@@ -121,7 +122,7 @@ def extract_pointcloud(run, split: str = "train", max_views: int = 20, min_acc: 
 
 def export_cameras(run, out: os.PathLike, splits=("train", "test")) -> Path:
     """Writes the run's cameras (c2w, intrinsics, image size, names) as JSON."""
-    from nerfkit.engine.config import write_json_atomic
+    from nerfkit.fileio import write_json_atomic
     data = {"format": "nerfkit-cameras/v1", "convention": "OpenGL camera-to-world (3x4)"}
     for split in splits:
         try:
@@ -140,9 +141,6 @@ def export_cameras(run, out: os.PathLike, splits=("train", "test")) -> Path:
 
 def save_geometry(obj, out: os.PathLike) -> Path:
     """Writes a trimesh object atomically; the format follows the extension (.ply, .glb, .obj)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    obj.export(tmp)
-    os.replace(tmp, out)
-    return out
+    with atomic_path(out) as tmp:
+        obj.export(tmp)
+    return Path(out)

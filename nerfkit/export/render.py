@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from nerfkit.data.io import write_image_atomic
 from nerfkit.errors import NerfkitError
+from nerfkit.fileio import atomic_path
 from nerfkit.export.camera_paths import (CameraPath, load_camera_path, orbit_path,
                                          spiral_path)
 
@@ -57,20 +57,14 @@ def resolve_camera_path(run, spec: str, frames: int) -> CameraPath:
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     """Writes uint8 frames ``[H, W, 3]`` as H.264 MP4 (imageio-ffmpeg), atomically."""
     import imageio.v2 as imageio
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     h, w = frames[0].shape[:2]
     # H.264 with yuv420p needs even sizes; pad by edge replication.
     pad = ((0, h % 2), (0, w % 2), (0, 0))
-    try:
+    with atomic_path(path) as tmp:  # a full disk or an interrupt leaves no partial video
         with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
                                 macro_block_size=1, ffmpeg_log_level="error") as wr:
             for f in frames:
                 wr.append_data(np.pad(f, pad, mode="edge"))
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or an interrupt leaves no partial video behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def render_camera_path(run, spec: str, output: Path, frames: int = 120, fps: int = 30,

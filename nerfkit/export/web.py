@@ -31,6 +31,7 @@ from typing import Any, Optional
 import numpy as np
 
 from nerfkit.errors import NerfkitError
+from nerfkit.fileio import write_bytes_atomic
 
 #: Families rendered live in the browser.
 LIVE_FAMILIES = ("r2l", "nerdf")
@@ -203,8 +204,8 @@ def export_live(run, out: Path) -> dict[str, Any]:
                     "layers": layers},
         "viewer": {"widths": widths, "default_width": default},
     }
-    _write_bytes(out / "weights.bin", b"".join(blobs))
-    _write_bytes(out / "model.json", json.dumps(meta, indent=1).encode())
+    write_bytes_atomic(out / "weights.bin", b"".join(blobs))
+    write_bytes_atomic(out / "model.json", json.dumps(meta, indent=1).encode())
     for name in ("index.html", "viewer.js"):
         shutil.copyfile(ASSETS / name, out / name)
     return {"live": True, "family": family, "bytes": _folder_bytes(out), "out": out}
@@ -243,7 +244,7 @@ def export_prerendered(run, out: Path, frames: int = 60, fps: int = 30) -> dict[
     from nerfkit.export.render import render_camera_path
     render_camera_path(run, "orbit", out, frames=frames, fps=fps)
     html = _PRERENDERED_HTML.format(family=run.cfg.model.family, frames=frames, last=frames - 1)
-    _write_bytes(out / "index.html", html.encode())
+    write_bytes_atomic(out / "index.html", html.encode())
     return {"live": False, "family": run.cfg.model.family, "bytes": _folder_bytes(out),
             "out": out}
 
@@ -261,12 +262,6 @@ def export_web(run, out: os.PathLike, frames: int = 60, fps: int = 30) -> dict[s
     if run.cfg.model.family in LIVE_FAMILIES:
         return export_live(run, out)
     return export_prerendered(run, out, frames, fps)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _folder_bytes(path: Path) -> int:

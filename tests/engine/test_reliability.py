@@ -30,7 +30,7 @@ from test_image_io import _write_png  # noqa: E402
 from nerfkit.cli import main  # noqa: E402
 from nerfkit.engine import checkpoint as checkpoint_lib  # noqa: E402
 from nerfkit.engine.checkpoint import Checkpointer  # noqa: E402
-from nerfkit.engine.config import write_json_atomic  # noqa: E402
+from nerfkit.fileio import write_json_atomic  # noqa: E402
 from nerfkit.engine.trainer import _rewind_metrics  # noqa: E402
 from nerfkit.errors import CheckpointError, DataError  # noqa: E402
 
