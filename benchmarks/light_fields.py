@@ -9,7 +9,7 @@ For each family (``nerf``, ``ngp`` when registered, ``r2l``, ``nerdf``):
   XLA counts the body of a loop once, so the XLA figure of R2L (whose 43 residual blocks run in
   one ``lax.scan``) counts a single block; the architecture count is the one to compare;
 * ``render_rays_per_s``: rays rendered per second through the product path
-  (:class:`nerfkit.engine.render.Renderer`, one compiled chunk), warm-up (compile) excluded, the
+  (:class:`nerfkit.engine.renderer.Renderer`, one compiled chunk), warm-up (compile) excluded, the
   median of ``--repeats`` runs; ``speedup_vs_nerf`` and ``flops_reduction_vs_nerf`` against the
   ``nerf`` row measured in the same process;
 * ``psnr`` on the test split, for trained runs given with ``--runs`` (their ``eval/test.json``
@@ -43,8 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nerfkit.data.raysource import RayGeometry, camera_image_rays
-from nerfkit.engine.render import Renderer, evaluate, evenly_spaced_views
-from nerfkit.engine.trainer import build_model, load_run, periodic_eval_views
+from nerfkit.engine.renderer import Renderer
+from nerfkit.engine.evaluate import evaluate, evenly_spaced_views
+from nerfkit.engine.trainer import periodic_eval_views
+from nerfkit.engine.run import build_model, load_run
 from nerfkit.models import MODELS, SceneInfo
 
 FAMILIES = ("nerf", "ngp", "r2l", "nerdf")
@@ -56,7 +58,8 @@ RADIUS = 4.0311284
 
 
 def preset_model(family: str):
-    from nerfkit.configs import PRESETS
+    from nerfkit.engine.config import presets
+    PRESETS = presets()
     if family in PRESETS:
         return PRESETS[family][1].model
     return MODELS[family]()

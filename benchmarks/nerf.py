@@ -24,22 +24,21 @@ import numpy as np
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource
 from nerfkit.engine.config import TrainConfig
-from nerfkit.engine.render import Renderer, evaluate, evenly_spaced_views
-from nerfkit.engine.trainer import (TrainState, build_model, make_train_step, scene_info, train,
-                                    load_run)
+from nerfkit.engine.renderer import Renderer
+from nerfkit.engine.evaluate import evaluate, evenly_spaced_views
+from nerfkit.engine.trainer import make_train_step, train
+from nerfkit.engine.run import init_state, load_run
 from nerfkit.models.nerf import NeRFConfig
 
 LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "nerf_synthetic" / "lego"
 
 
 def throughput(model_cfg: NeRFConfig, scene, repeats: int) -> dict:
-    info = scene_info(scene)
-    graphdef, params, buffers = build_model(model_cfg, info, 0)
-    tx = model_cfg.optimizer()
+    graphdef, state0, tx = init_state(model_cfg, scene, 0)
     source = PixelSource(scene, model_cfg.background)
     step = make_train_step(graphdef, tx, source, model_cfg.batch_size, False,
                            microbatch=model_cfg.microbatch)
-    state = [TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))]
+    state = [state0]
     key = jax.random.key(0)
 
     def one():

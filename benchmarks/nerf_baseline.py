@@ -32,7 +32,8 @@ from flax import nnx
 
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource
-from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
+from nerfkit.engine.trainer import make_train_step
+from nerfkit.engine.run import init_state
 from nerfkit.models.nerf import NeRFConfig
 
 LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "nerf_synthetic" / "lego"
@@ -227,11 +228,10 @@ def main() -> None:
 
     scene = load_scene(args.data, "train", args.downscale)
     cfg = NeRFConfig(batch_size=B)
-    graphdef, params, buffers = build_model(cfg, scene_info(scene), 0)
-    tx = cfg.optimizer()
+    graphdef, state, tx = init_state(cfg, scene, 0)
     source = PixelSource(scene, cfg.background)
     nk_step = make_train_step(graphdef, tx, source, B, False)
-    nk_state = [TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))]
+    nk_state = [state]
 
     model, opt, base_step = make_baseline_step(float(scene.near), float(scene.far))
     batch = source.sample(source.data, jax.random.key(1), B)

@@ -57,7 +57,8 @@ def main() -> None:
 
     tmp = Path(args.keep_runs or tempfile.mkdtemp(prefix="nerfkit-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    from nerfkit.configs import PRESETS
+    from nerfkit.engine.config import presets
+    PRESETS = presets()
     batch = PRESETS["ngp"][1].model.batch_size
     marks = [m for m in args.marks if m <= args.minutes]
     results: dict = {}

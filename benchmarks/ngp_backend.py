@@ -32,8 +32,10 @@ import numpy as np
 
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, ray_geometry
-from nerfkit.engine.render import Renderer, evaluate, evenly_spaced_views
-from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
+from nerfkit.engine.renderer import Renderer
+from nerfkit.engine.evaluate import evaluate, evenly_spaced_views
+from nerfkit.engine.trainer import make_train_step
+from nerfkit.engine.run import init_state
 from nerfkit.models.ngp import NGPConfig
 from nerfkit.nn import ffi_backend
 
@@ -55,11 +57,9 @@ def measure_training(data: str = str(LEGO), downscale: int = 4, steps: int = 6,
     runs = {}
     for backend in ("jax", "ffi"):
         cfg = dataclasses.replace(base, backend=backend)
-        graphdef, params, buffers = build_model(cfg, scene_info(scene), 0)
-        tx = cfg.optimizer()
+        graphdef, state, tx = init_state(cfg, scene, 0)
         source = PixelSource(scene, cfg.background)
         step = make_train_step(graphdef, tx, source, cfg.batch_size, False)
-        state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
         t0 = time.perf_counter()
         state, aux = step(state, source.data, jax.random.key(0), jnp.float32(cfg.lr_init))
         float(aux["loss"])

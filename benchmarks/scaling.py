@@ -43,11 +43,14 @@ def child(args) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from nerfkit.configs import PRESETS
+    from nerfkit.engine.config import presets
+
+    PRESETS = presets()
     from nerfkit.data import load_scene
     from nerfkit.data.raysource import PixelSource
     from nerfkit.engine import distributed
-    from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
+    from nerfkit.engine.trainer import make_train_step
+    from nerfkit.engine.run import init_state
 
     cfg = PRESETS["ngp"][1].model
     scene = load_scene(args.data, "train", args.downscale)
@@ -61,8 +64,7 @@ def child(args) -> None:
     runs = {}
     for name, m in variants.items():
         # A fresh model per variant: steps donate (delete) their input state.
-        graphdef, params, buffers = build_model(cfg, scene_info(scene), 0)
-        state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
+        graphdef, state, tx = init_state(cfg, scene, 0)
         data = source.data
         if m is not None:
             state, data = distributed.put((state, data), rep)

@@ -38,7 +38,8 @@ SHARED = ROOT.parent / "shared" / "datasets"
 
 
 def variants(task: str):
-    from nerfkit.configs import PRESETS
+    from nerfkit.engine.config import presets
+    PRESETS = presets()
     from nerfkit.nn.modulation import CAMConfig, ResFieldsConfig
     res = ResFieldsConfig(layers=(1, 2, 3), rank=10)
     cam = CAMConfig(enabled=True)
@@ -59,7 +60,7 @@ def variants(task: str):
 
 
 def count_params(model_cfg, cfg) -> int:
-    from nerfkit.engine.trainer import build_model, scene_info
+    from nerfkit.engine.run import build_model, scene_info
     import jax
     info = scene_info(cfg.load_split("train"))
     _, params, _ = build_model(model_cfg, info, 0)
@@ -92,8 +93,10 @@ def main() -> None:
     ap.add_argument("--keep-runs", default=None)
     args = ap.parse_args()
 
-    from nerfkit.configs import PRESETS
-    from nerfkit.engine.render import evaluate
+    from nerfkit.engine.config import presets
+
+    PRESETS = presets()
+    from nerfkit.engine.evaluate import evaluate
     tmp = Path(args.keep_runs or tempfile.mkdtemp(prefix="nerfkit-signals-"))
     results: dict = {}
     rows = []
@@ -123,7 +126,7 @@ def main() -> None:
                            minutes_same_steps=same["minutes"])
             r = run_one(mcfg, base, tmp / f"{task}-{name}", max_steps=None, max_minutes=minutes)
             if task == "dnerf":  # a few evenly spaced test views (full evaluation: hours)
-                from nerfkit.engine.trainer import load_run
+                from nerfkit.engine.run import load_run
                 import numpy as np
                 run = load_run(tmp / f"{task}-{name}")
                 test = run.load_split("test")

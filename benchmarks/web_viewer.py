@@ -25,7 +25,7 @@ from pathlib import Path
 from common import print_table, write_json  # sets XLA flags first
 
 from nerfkit.cli import main as cli
-from nerfkit.engine.trainer import load_run
+from nerfkit.engine.run import load_run
 from nerfkit.export.browser import VIEWER_READY, Chromium, find_chromium, serve_folder
 from nerfkit.export.web import export_web
 

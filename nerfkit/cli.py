@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import tyro
 
+from nerfkit.engine.config import OptDataPath, OptInt, OptPath, OptStr
 from nerfkit.errors import NerfkitError
 
 
@@ -30,19 +31,19 @@ class RenderCommand:
 
     run: tyro.conf.Positional[Path]
     """The run directory written by ``nerfkit train``."""
-    split: Optional[str] = None
+    split: OptStr = None
     """Render every view of this dataset split (writes ``OUTPUT/<split>/<name>.png``)."""
-    camera_path: Optional[str] = None
+    camera_path: OptDataPath = None
     """``orbit``, ``spiral`` or a camera-path JSON file (writes frames and ``OUTPUT/video.mp4``)."""
     frames: int = 120
     """Number of frames for the ``orbit``/``spiral`` presets."""
     fps: int = 30
     """Video frame rate."""
-    output: Optional[Path] = None
+    output: OptPath = None
     """Output folder (default: ``RUN/renders``)."""
     depth: bool = False
     """Also write depth maps (``<name>_depth.png``, normalised to the scene's near/far)."""
-    chunk: Optional[int] = None
+    chunk: OptInt = None
     """Rays per render call (bounds memory; default: the model's ``render_chunk``)."""
 
 
@@ -54,7 +55,7 @@ class EvalCommand:
     """The run directory written by ``nerfkit train``."""
     split: str = "test"
     """Dataset split to evaluate."""
-    chunk: Optional[int] = None
+    chunk: OptInt = None
     """Rays per render call."""
 
 
@@ -137,7 +138,7 @@ ExportCommand = Union[
 
 
 def run_export(cmd) -> int:
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     from nerfkit.export import geometry
     run = load_run(cmd.run)
     if isinstance(cmd, ExportWeb):
@@ -165,15 +166,57 @@ def run_export(cmd) -> int:
     return 0
 
 
-def _train_type():
-    from nerfkit.configs import PRESETS
+def load_experiment(path: Path) -> tuple[str, Any]:
+    """Reads an experiment file (``configs/*.json`` or ``.yaml``): ``{"method": PRESET, ...}``
+    with any :class:`~nerfkit.engine.config.TrainConfig` field (``model`` holds model fields) on
+    top of the preset. Returns ``(method, TrainConfig)``."""
+    from nerfkit.engine.config import from_dict, presets, to_dict
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise NerfkitError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            import json
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 (any parser error is the file's problem)
+        raise NerfkitError(f"{path}: not valid {path.suffix[1:].upper() or 'JSON'} "
+                           f"({type(e).__name__}: {e})".replace("\n", " ")) from None
+    if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+        raise NerfkitError(f"{path}: expected an object with a \"method\" (a nerfkit train "
+                           "preset) and config values")
+    data = dict(data)
+    method = data.pop("method")
+    data.pop("description", None)
+    known = presets()
+    if method not in known:
+        raise NerfkitError(f"{path}: unknown method {method!r}; known: {sorted(known)}")
+    values = to_dict(known[method][1])
+    model = data.pop("model", {})
+    if not isinstance(model, dict):
+        raise NerfkitError(f"{path}: \"model\" must be an object of model config values")
+    values["model"].update(model)
+    values.update(data)
+    return method, from_dict(type(known[method][1]), values, str(path))
+
+
+def _train_type(experiment: Optional[tuple[str, Any]] = None):
+    from nerfkit.engine.config import presets
+    PRESETS = presets()
     defaults = {name: cfg for name, (_, cfg) in PRESETS.items()}
+    if experiment is not None:  # --config FILE: its values become the preset's defaults
+        defaults[experiment[0]] = experiment[1]
     descriptions = {name: desc for name, (desc, _) in PRESETS.items()}
     return tyro.extras.subcommand_type_from_defaults(defaults, descriptions)
 
 
 def _distill_type():
-    from nerfkit.configs import PRESETS
+    from nerfkit.engine.config import presets
+    PRESETS = presets()
     from nerfkit.engine.distill import DistillConfig
     from nerfkit.models.student import StudentConfig
     students = {name: v for name, v in PRESETS.items() if isinstance(v[1].model, StudentConfig)}
@@ -184,7 +227,7 @@ def _distill_type():
 
 def run_distill(cfg) -> int:
     from nerfkit.engine import distributed
-    from nerfkit.engine.distill import distill
+    from nerfkit.engine.trainer import distill
     summary = distill(cfg)
     if not distributed.is_main():
         return 0
@@ -213,8 +256,8 @@ def run_train(cfg) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if signal:  # an image or video fit: write the reconstruction
-        from nerfkit.engine.trainer import load_run
-        from nerfkit.export.render import render_split
+        from nerfkit.engine.run import load_run
+        from nerfkit.export.frames import render_split
         n = render_split(load_run(run_dir), "test", run_dir / "renders")
         clip = run_dir / "renders" / "test.mp4"
         print(f"reconstruction: {n} frame(s) in {run_dir / 'renders' / 'test'}"
@@ -226,8 +269,8 @@ def run_train(cfg) -> int:
 
 
 def run_render(cmd: RenderCommand) -> int:
-    from nerfkit.export.render import render_camera_path, render_split
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.export.frames import render_camera_path, render_split
+    from nerfkit.engine.run import load_run
     if (cmd.split is None) == (cmd.camera_path is None):
         raise NerfkitError("render: give exactly one of --split SPLIT or --camera-path PATH")
     run = load_run(cmd.run)
@@ -244,8 +287,8 @@ def run_render(cmd: RenderCommand) -> int:
 
 def run_eval(cmd: EvalCommand) -> int:
     from nerfkit.fileio import write_json_atomic
-    from nerfkit.engine.render import evaluate
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.evaluate import evaluate
+    from nerfkit.engine.run import load_run
     run = load_run(cmd.run)
     scene = run.load_split(cmd.split)
     ev = evaluate(run.renderer(cmd.chunk), scene)
@@ -259,9 +302,11 @@ def run_eval(cmd: EvalCommand) -> int:
 
 def run_demo(cmd: DemoCommand) -> int:
     import dataclasses as dc
-    from nerfkit.configs import PRESETS
-    from nerfkit.engine.trainer import load_run, train
-    from nerfkit.export.render import render_camera_path, render_split
+    from nerfkit.engine.config import presets
+    PRESETS = presets()
+    from nerfkit.engine.trainer import train
+    from nerfkit.engine.run import load_run
+    from nerfkit.export.frames import render_camera_path, render_split
     name = "ngp" if "ngp" in PRESETS else "nerf"
     cfg = dc.replace(PRESETS[name][1], data=None, output=cmd.output, max_minutes=cmd.max_minutes,
                      max_steps=None, overwrite=cmd.overwrite)
@@ -275,6 +320,77 @@ def run_demo(cmd: DemoCommand) -> int:
     return 0
 
 
+def plain_help(text: str) -> str:
+    """Docstring markup as plain text for help screens: ``code`` -> code and
+    :role:`~pkg.mod.name` -> name (the docstrings stay reStructuredText for the API docs)."""
+    import re
+    text = re.sub(r":\w+:`~?([\w.]+\.)?([^`]+)`", r"\2", text)
+    return text.replace("``", "")
+
+
+def _plain_tyro_help() -> None:
+    """Makes tyro read docstrings through :func:`plain_help` (flag help and descriptions). It
+    patches two functions of tyro's docstring module; if a tyro release renames them, help keeps
+    the raw markup (tests/test_cli_help.py notices)."""
+    try:
+        from tyro import _docstrings
+    except ImportError:
+        return
+    if getattr(_docstrings, "_nerfkit_plain", False):
+        return
+    parse, describe = _docstrings.parse_docstring_from_object, _docstrings.get_callable_description
+    _docstrings.parse_docstring_from_object = (
+        lambda obj: {k: plain_help(v) for k, v in parse(obj).items()})
+    _docstrings.get_callable_description = lambda f: plain_help(describe(f))
+    _docstrings._nerfkit_plain = True
+
+
+#: ``nerfkit <command>``: (type, one-line description shown by ``nerfkit --help``).
+def _commands(experiment=None) -> dict[str, tuple[Any, str]]:
+    return {
+        "train": (_train_type(experiment), "Train a model family on a dataset (nerfkit train METHOD "
+                                 "--data PATH); METHOD is a preset: ngp, nerf, dnerf, r2l, nerdf, "
+                                 "image, video."),
+        "distill": (_distill_type(), "Distil a light-field student (r2l, nerdf) from a trained "
+                                     "run: nerfkit distill r2l --teacher RUN."),
+        "render": (RenderCommand, "Render a trained run: a dataset split's views, or a camera "
+                                  "path as frames and MP4."),
+        "eval": (EvalCommand, "Evaluate a trained run on a dataset split (PSNR, SSIM)."),
+        "demo": (DemoCommand, "The quick start: train on the generated default scene, render, "
+                              "print the test PSNR."),
+        "export": (ExportCommand, "Export a trained run: web viewer, mesh, point cloud or "
+                                  "cameras."),
+    }
+
+
+def _command_type(experiment=None):
+    return Union[tuple(Annotated[tp, tyro.conf.subcommand(name, description=desc,
+                                                          prefix_name=False)]
+                       for name, (tp, desc) in _commands(experiment).items())]
+
+
+def _pop_experiment(argv: list[str]) -> tuple[list[str], Optional[tuple[str, Any]]]:
+    """Handles ``nerfkit train [METHOD] --config FILE ...``: the file's values become the
+    defaults of its method (flags on the command line still override them)."""
+    if not argv or argv[0] != "train":
+        return argv, None
+    for i, a in enumerate(argv):
+        if a == "--config" or a.startswith("--config="):
+            value = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv)
+                                                         else None)
+            if value is None:
+                raise NerfkitError("train: --config needs a file (configs/NAME.json)")
+            rest = argv[:i] + argv[i + (1 if "=" in a else 2):]
+            method, cfg = load_experiment(Path(value))
+            if len(rest) < 2 or rest[1].startswith("-"):
+                rest.insert(1, method)
+            elif rest[1] != method:
+                raise NerfkitError(f"{value}: is an experiment for {method!r}, not "
+                                   f"{rest[1]!r}")
+            return rest, (method, cfg)
+    return argv, None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -282,19 +398,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from nerfkit import xla_flags
     xla_flags.configure_cpu()
     try:
-        cmd = tyro.extras.subcommand_cli_from_dict(
-            {
-                "train": _train_type(),
-                "distill": _distill_type(),
-                "render": RenderCommand,
-                "eval": EvalCommand,
-                "demo": DemoCommand,
-                "export": ExportCommand,
-            },
-            args=argv,
-            description="nerfkit: neural fields and neural rendering in JAX. "
-                        "Add --debug to show tracebacks of user errors.",
-        )
+        _plain_tyro_help()
+        cli_args, experiment = _pop_experiment(argv)
+        cmd = tyro.cli(_command_type(experiment), args=cli_args, prog="nerfkit",
+                       description="nerfkit: neural fields and neural rendering in JAX. "
+                                   "Add --debug to show tracebacks of user errors.",
+)
         if isinstance(cmd, RenderCommand):
             return run_render(cmd)
         if isinstance(cmd, EvalCommand):

@@ -12,11 +12,21 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
+
+import tyro
 
 from nerfkit.fileio import write_json_atomic  # noqa: F401 (re-exported)
 from nerfkit.errors import ConfigError
-from nerfkit.models import MODELS, ModelConfig
+from nerfkit.models import MODELS, ModelConfig, family_source, import_family, presets as _presets
+
+
+# Command-line spellings of optional values (tyro would show ``{None}|STR``).
+OptStr = Annotated[Optional[str], tyro.conf.arg(metavar="STR")]
+OptPath = Annotated[Optional[Path], tyro.conf.arg(metavar="PATH")]
+OptDataPath = Annotated[Optional[str], tyro.conf.arg(metavar="PATH")]
+OptInt = Annotated[Optional[int], tyro.conf.arg(metavar="INT")]
+OptFloat = Annotated[Optional[float], tyro.conf.arg(metavar="FLOAT")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +68,12 @@ class TrainConfig:
     """
 
     model: ModelConfig
-    data: Optional[str] = None
-    downscale: Optional[int] = None
-    max_frames: Optional[int] = None
+    data: OptDataPath = None
+    downscale: OptInt = None
+    max_frames: OptInt = None
     output: Path = Path("runs/default")
-    max_steps: Optional[int] = None
-    max_minutes: Optional[float] = None
+    max_steps: OptInt = None
+    max_minutes: OptFloat = None
     resume: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -75,10 +85,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     final_eval: bool = True
     on_nonfinite: str = "stop"
-    init_from: Optional[Path] = None
-    num_processes: Optional[int] = None
-    process_id: Optional[int] = None
-    coordinator_address: Optional[str] = None
+    init_from: OptPath = None
+    num_processes: OptInt = None
+    process_id: OptInt = None
+    coordinator_address: OptStr = None
 
     def load_split(self, split: str):
         """Loads ``split`` of ``data`` with this config's ``downscale`` and ``max_frames``."""
@@ -104,7 +114,8 @@ def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
         if isinstance(obj, ModelConfig):
-            out = {"family": obj.family, **out}
+            source = family_source(obj.family)
+            out = {"family": obj.family, **({"family_source": source} if source else {}), **out}
         return out
     if isinstance(obj, Path):
         return str(obj)
@@ -152,7 +163,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
         raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields) - {"family"})
+    unknown = sorted(set(data) - set(fields) - {"family", "family_source"})
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; "
                           f"known keys: {sorted(fields)}")
@@ -169,6 +180,8 @@ def model_config_from_dict(data: dict, where: str = "model") -> ModelConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
     family = data.get("family")
+    if family not in MODELS and isinstance(data.get("family_source"), str):
+        import_family(family, data["family_source"], where)
     if family not in MODELS:
         raise ConfigError(f"{where}: unknown model family {family!r}; known: {sorted(MODELS)}")
     return from_dict(MODELS[family], data, where)
@@ -204,3 +217,11 @@ def load_train_config(run_dir: os.PathLike) -> TrainConfig:
     if not isinstance(data, dict) or "train" not in data:
         raise ConfigError(f"{path}: missing the 'train' section")
     return from_dict(TrainConfig, data["train"], f"{path}: train")
+
+
+def presets() -> dict[str, tuple[str, TrainConfig]]:
+    """``nerfkit train`` presets: name -> (description, :class:`TrainConfig`), from every
+    registered family's :func:`~nerfkit.models.register_preset` (output ``runs/NAME``)."""
+    return {name: (p.description, TrainConfig(model=p.model, output=Path(f"runs/{name}"),
+                                              **p.train))
+            for name, p in _presets().items()}

@@ -6,8 +6,8 @@ for the student family (its ``data``/``downscale`` read from the teacher's ``sce
 :func:`~nerfkit.engine.trainer.train`: progress, checkpoints, ``--resume`` and the final evaluation
 on the real test split are those of ``nerfkit train``.
 
-The student's :meth:`~nerfkit.models.student.StudentConfig.data_source` returns a
-:class:`TeacherSource`. Inside the jit'd train step it draws random pseudo rays around the training
+For a student whose ``teacher`` is set, the engine loads the teacher run and trains from a
+:class:`TeacherSource` (:func:`nerfkit.engine.trainer.make_source`). Inside the jit'd train step it draws random pseudo rays around the training
 cameras (:mod:`nerfkit.data.pseudo`), optionally mixed with real training pixels, renders them
 with the teacher (any family: the teacher is merged from its graph and weights held in the
 source's ``data`` and called through :meth:`~nerfkit.models.base.Model.render_rays`), and returns a
@@ -42,7 +42,8 @@ from nerfkit.data.pseudo import (PseudoCameraData, pseudo_camera_data, resolve_m
 from nerfkit.data.raysource import (PixelData, RayGeometry, background_colors, pixel_data,
                                     ray_geometry, sample_batch)
 from nerfkit.data.scene import Scene
-from nerfkit.engine.config import TrainConfig, read_json
+from nerfkit.engine.config import OptPath, TrainConfig, read_json
+from nerfkit.engine.run import LoadedRun, load_run
 from nerfkit.errors import ConfigError
 from nerfkit.fileio import atomic_path
 
@@ -85,7 +86,7 @@ class TeacherSource:
     :class:`~nerfkit.data.raysource.PixelSource`).
 
     Args:
-      teacher: the teacher's run directory.
+      teacher: the teacher run (:class:`~nerfkit.engine.run.LoadedRun`) or its directory.
       scene: the student's training split (same dataset as the teacher's).
       student: the student's config (:class:`~nerfkit.models.student.StudentConfig`):
         ``background``, ``pseudo_poses``, ``real_fraction``, ``teacher_chunk``,
@@ -96,10 +97,10 @@ class TeacherSource:
       extra_keys: which of :data:`TEACHER_EXTRAS` the teacher provides.
     """
 
-    def __init__(self, teacher: str | Path, scene: Scene, student: Any,
+    def __init__(self, teacher: "str | Path | LoadedRun", scene: Scene, student: Any,
                  cache_dir: Optional[Path] = None, seed: int = 0):
-        from nerfkit.engine.trainer import load_run
-        run = load_run(teacher)
+        run = teacher if isinstance(teacher, LoadedRun) else load_run(teacher)
+        teacher = run.run_dir
         self.geom = ray_geometry(scene)
         if not _same_geometry(run.geom, self.geom):
             raise ConfigError(f"{teacher}: the teacher was trained with ray geometry {run.geom}, "
@@ -270,7 +271,7 @@ class DistillConfig(TrainConfig):
       teacher: run directory of the trained teacher (any radiance-field family).
     """
 
-    teacher: Optional[Path] = None
+    teacher: OptPath = None
 
     @classmethod
     def from_train(cls, cfg: TrainConfig, **changes: Any) -> "DistillConfig":
@@ -313,14 +314,3 @@ def teacher_test_psnr(teacher: str | Path) -> Optional[float]:
         return float(json.loads(path.read_text())["psnr"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def distill(cfg: DistillConfig, console=None) -> dict[str, Any]:
-    """Trains the student run described by ``cfg``; returns :func:`train`'s summary plus
-    ``teacher`` and ``teacher_psnr`` (``None`` if the teacher has no test evaluation)."""
-    from nerfkit.engine.trainer import train
-    train_cfg = student_train_config(cfg)
-    summary = train(train_cfg, console=console)
-    summary["teacher"] = train_cfg.model.teacher
-    summary["teacher_psnr"] = teacher_test_psnr(train_cfg.model.teacher)
-    return summary

@@ -18,11 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,44 +32,22 @@ from flax import nnx
 from nerfkit.core import losses as losses_lib
 from nerfkit.core import metrics as metrics_lib
 from nerfkit.core.sharding import shard_batch
-from nerfkit.data import load_scene
-from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
+from nerfkit.data.raysource import PixelSource, ray_geometry
 from nerfkit.data.scene import Scene
 from nerfkit.engine import distributed, faults
 from nerfkit.engine import progress as progress_lib
 from nerfkit.engine.checkpoint import Checkpointer
-from nerfkit.engine.config import (TrainConfig, load_train_config, read_json, save_train_config,
+from nerfkit.engine.distill import DistillConfig, TeacherSource, student_train_config, teacher_test_psnr
+from nerfkit.engine.config import (TrainConfig, load_train_config, save_train_config,
                                    to_dict, write_json_atomic)
-from nerfkit.engine.render import Renderer, evaluate
-from nerfkit.errors import CheckpointError, ConfigError, DataError, DivergenceError
+from nerfkit.engine.renderer import Renderer
+from nerfkit.engine.evaluate import evaluate
+from nerfkit.errors import ConfigError, DataError, DivergenceError
 from nerfkit.fileio import write_text_atomic
-from nerfkit.models.base import ModelConfig, SceneInfo
-
-
-class TrainState(NamedTuple):
-    """Everything that changes during training (a pytree; donated to each step)."""
-
-    params: Any
-    buffers: Any
-    opt_state: Any
-    step: jax.Array
-
-
-def scene_info(scene: Scene) -> SceneInfo:
-    aabb = np.asarray(scene.aabb, np.float64)
-    return SceneInfo(
-        aabb=(tuple(map(float, aabb[0])), tuple(map(float, aabb[1]))),
-        near=float(scene.near), far=float(scene.far), ndc=bool(scene.ndc),
-        white_background=bool(scene.white_background), has_time=scene.times is not None,
-        num_frames=0 if scene.times is None else int(len(np.unique(scene.times))))
-
-
-def build_model(model_cfg: ModelConfig, info: SceneInfo, seed: int
-                ) -> tuple[nnx.GraphDef, Any, Any]:
-    """Builds a model and splits it into ``(graphdef, params, buffers)``."""
-    model = model_cfg.build(info, nnx.Rngs(seed))
-    graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
-    return graphdef, params, buffers
+from nerfkit.engine.run import (TrainState, build_model, load_run, save_scene_json, scene_info,
+                                weights_from_run)
+from nerfkit.models.base import ModelConfig
+from nerfkit.models.student import StudentConfig
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, source: Any,
@@ -161,12 +138,28 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, so
                    donate_argnums=(0,))
 
 
+def make_source(model_cfg: ModelConfig, scene: Scene, cfg: TrainConfig) -> Any:
+    """Where training batches come from: a student with a teacher learns from the teacher's
+    renders (the engine loads the teacher run and hands it to a
+    :class:`~nerfkit.engine.distill.TeacherSource`); other families from their
+    :meth:`~nerfkit.models.base.ModelConfig.data_source`, by default random training pixels
+    (:class:`~nerfkit.data.raysource.PixelSource`)."""
+    if isinstance(model_cfg, StudentConfig) and model_cfg.teacher:
+        source = TeacherSource(load_run(model_cfg.teacher), scene, model_cfg,
+                               cache_dir=Path(cfg.output) / "teacher_cache", seed=int(cfg.seed))
+        model_cfg.check_teacher(source)
+        return source
+    return model_cfg.data_source(scene, cfg) or PixelSource(scene, model_cfg.background)
+
+
 def _prepare_run_dir(cfg: TrainConfig) -> tuple[Path, bool]:
     """Checks ``cfg.output`` against ``--resume``/``--overwrite`` and creates (or empties) it;
     returns it and whether an earlier run is resumed. Every process checks (so that a user error
     ends all of them alike) before process 0 changes anything."""
     out = Path(cfg.output)
     action = "create"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory; choose another --output")
     if out.exists() and any(out.iterdir()):
         if cfg.resume:
             action = "keep"
@@ -193,80 +186,6 @@ def _prepare_run_dir(cfg: TrainConfig) -> tuple[Path, bool]:
     if distributed.from_main(float(error is None)) != 1.0:
         raise error or ConfigError(f"{out}: process 0 could not create the run directory")
     return out, resuming
-
-
-def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeometry) -> None:
-    cams = scene.cameras
-    write_json_atomic(run_dir / "scene.json", {
-        "data": None if cfg.data is None else str(Path(cfg.data).absolute()),
-        "downscale": cfg.downscale,
-        "max_frames": cfg.max_frames,
-        "info": to_dict(scene_info(scene)),
-        "geometry": {"near": geom.near, "far": geom.far,
-                     "ndc": None if geom.ndc is None else list(geom.ndc)},
-        "train_cameras": {
-            "width": cams.width, "height": cams.height,
-            "c2w": np.asarray(cams.c2w).tolist(),
-            "intrinsics": np.stack([cams.fx, cams.fy, cams.cx, cams.cy], -1).tolist(),
-            "times": None if scene.times is None else np.asarray(scene.times).tolist(),
-        },
-        "metadata": {k: v for k, v in scene.metadata.items()
-                     if isinstance(v, (str, int, float, bool)) or v is None},
-    })
-
-
-class LoadedRun(NamedTuple):
-    """A trained run, ready to render."""
-
-    run_dir: Path
-    cfg: TrainConfig
-    info: SceneInfo
-    geom: RayGeometry
-    scene_json: dict
-    graphdef: nnx.GraphDef
-    params: Any
-    buffers: Any
-    step: int
-
-    def renderer(self, chunk: Optional[int] = None) -> Renderer:
-        """A renderer over every device of this process (split chunks when there are several)."""
-        mesh = distributed.data_mesh(jax.local_devices())
-        return Renderer(self.graphdef, self.params, self.buffers, self.geom,
-                        chunk or self.cfg.model.render_chunk, mesh)
-
-    def load_split(self, split: str) -> Scene:
-        """Loads ``split`` of the run's dataset (same downscale as training)."""
-        mf = self.scene_json.get("max_frames")
-        return load_scene(self.scene_json["data"], split, self.scene_json["downscale"],
-                          **({} if mf is None else {"max_frames": mf}))
-
-
-def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
-    """Loads a run's config, model and latest (or given) checkpoint."""
-    run_dir = Path(run_dir)
-    cfg = load_train_config(run_dir)
-    sj = read_json(run_dir / "scene.json", "scene description")
-    try:
-        info_d = dict(sj["info"])
-        info_d["aabb"] = tuple(tuple(v) for v in info_d["aabb"])
-        info = SceneInfo(**info_d)
-        g = sj["geometry"]
-        geom = RayGeometry(g["near"], g["far"], None if g["ndc"] is None else
-                           (float(g["ndc"][0]), int(g["ndc"][1]), int(g["ndc"][2]),
-                            float(g["ndc"][3])))
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({type(e).__name__}: {e})") from e
-    graphdef, params, buffers = build_model(cfg.model, info, cfg.seed)
-    tx = cfg.model.optimizer()
-    target = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
-    ckpt = Checkpointer(run_dir / "checkpoints", read_only=True)
-    if ckpt.latest_step() is None:
-        raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint found; has this run "
-                              "trained for at least one step?")
-    state = ckpt.restore(target, step)
-    ckpt.close()
-    return LoadedRun(run_dir, cfg, info, geom, sj, graphdef, state.params, state.buffers,
-                     int(state.step))
 
 
 def _progress_fraction(cfg: TrainConfig, max_steps: Optional[int], step: int,
@@ -320,7 +239,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     restoring = resuming and ckpt.latest_step() is not None
     tx = model_cfg.optimizer()
     if cfg.init_from is not None and not restoring:
-        params, buffers = _weights_from_run(cfg.init_from, model_cfg, TrainState(
+        params, buffers = weights_from_run(cfg.init_from, model_cfg, TrainState(
             params, buffers, tx.init(params), jnp.zeros((), jnp.int32)))
     # Fresh and restored states alike are replicated on the mesh, so that a resumed run executes
     # exactly the same compiled step as an uninterrupted one (bit-identical results), and a
@@ -334,7 +253,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     max_steps = cfg.max_steps
     if max_steps is None and cfg.max_minutes is None:
         max_steps = model_cfg.default_steps
-    source = model_cfg.data_source(scene, cfg) or PixelSource(scene, model_cfg.background)
+    source = make_source(model_cfg, scene, cfg)
     data = distributed.put(source.data, replicated)
     step_fn = make_train_step(graphdef, tx, source, model_cfg.batch_size,
                               cfg.on_nonfinite == "skip", mesh, model_cfg.microbatch)
@@ -439,22 +358,14 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     return summary
 
 
-def _weights_from_run(run_dir: Path, model_cfg: ModelConfig, target: TrainState
-                      ) -> tuple[Any, Any]:
-    """``(params, buffers)`` of ``run_dir``'s latest checkpoint, restored into ``target`` (the
-    freshly built state of ``model_cfg``): the checkpointer's own check names any array whose
-    structure or shape differs."""
-    run_dir = Path(run_dir)
-    family = load_train_config(run_dir).model.family
-    if family != model_cfg.family:
-        raise ConfigError(f"{run_dir}: --init-from needs a run of the same family; it is a "
-                          f"{family!r} run, this is {model_cfg.family!r}")
-    ckpt = Checkpointer(run_dir / "checkpoints", read_only=True)
-    if ckpt.latest_step() is None:
-        raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint to --init-from")
-    state = ckpt.restore(target)
-    ckpt.close()
-    return state.params, state.buffers
+def distill(cfg: DistillConfig, console=None) -> dict[str, Any]:
+    """Trains the student run described by ``cfg``; returns :func:`train`'s summary plus
+    ``teacher`` and ``teacher_psnr`` (``None`` if the teacher has no test evaluation)."""
+    train_cfg = student_train_config(cfg)
+    summary = train(train_cfg, console=console)
+    summary["teacher"] = train_cfg.model.teacher
+    summary["teacher_psnr"] = teacher_test_psnr(train_cfg.model.teacher)
+    return summary
 
 
 class _NullFile:

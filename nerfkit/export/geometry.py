@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nerfkit.engine.render import evenly_spaced_views
+from nerfkit.engine.evaluate import evenly_spaced_views
 from nerfkit.errors import NerfkitError
 from nerfkit.fileio import atomic_path
 

@@ -241,7 +241,7 @@ light-field families (r2l, nerdf) export a live viewer.</p>
 
 
 def export_prerendered(run, out: Path, frames: int = 60, fps: int = 30) -> dict[str, Any]:
-    from nerfkit.export.render import render_camera_path
+    from nerfkit.export.frames import render_camera_path
     render_camera_path(run, "orbit", out, frames=frames, fps=fps)
     html = _PRERENDERED_HTML.format(family=run.cfg.model.family, frames=frames, last=frames - 1)
     write_bytes_atomic(out / "index.html", html.encode())

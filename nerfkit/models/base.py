@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 import jax
 import optax
+import tyro
 from flax import nnx
 
 from nerfkit.core import losses
@@ -121,7 +122,7 @@ class ModelConfig:
     lr_warmup_steps: int = 0
     lr_warmup_start: float = 0.01
     batch_size: int = 1024
-    microbatch: Optional[int] = None
+    microbatch: Annotated[Optional[int], tyro.conf.arg(metavar="INT")] = None
     background: str = "white"
     render_chunk: int = 4096
     default_steps: int = 200_000

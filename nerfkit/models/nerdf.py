@@ -46,11 +46,13 @@ from flax import nnx
 from nerfkit.core import encodings, losses, render, samplers
 from nerfkit.core.rays import Batch, Rays
 from nerfkit.errors import ConfigError
+from nerfkit.models.registry import register_family, register_preset
 from nerfkit.models.base import Model, SceneInfo
 from nerfkit.models.student import StudentConfig
 from nerfkit.nn.residual import torch_linear_init
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class NeRDFConfig(StudentConfig):
     """NeRDF.
@@ -110,13 +112,11 @@ class NeRDFConfig(StudentConfig):
     def build(self, scene: SceneInfo, rngs: nnx.Rngs) -> "NeRDF":
         return NeRDF(self, rngs=rngs)
 
-    def data_source(self, scene: Any, train_cfg: Any) -> Any:
-        source = super().data_source(scene, train_cfg)
+    def check_teacher(self, source: Any) -> None:
         keys = set(getattr(source, "extra_keys", ()))
-        if source is not None and ("t_mid" not in keys or not keys & {"density", "weights"}):
+        if "t_mid" not in keys or not keys & {"density", "weights"}:
             warnings.warn(f"nerdf: the teacher ({source.teacher_family}) reports no per-sample "
                           "t_mid and density/weights; distilling colour only", stacklevel=2)
-        return source
 
 
 def frequency_basis(t: jax.Array, num_basis: int) -> jax.Array:
@@ -255,3 +255,9 @@ class NeRDF(Model):
             total = total + self.cfg.density_weight * dens
             metrics["density_loss"] = dens
         return total, metrics
+
+
+register_preset(
+    "nerdf", "NeRDF radiance distribution field (Wu et al. 2023): one query per ray, "
+    "frequency-basis density and colour. Distil it with `nerfkit distill nerdf --teacher RUN`.",
+    NeRDFConfig(), checkpoint_every=500)

@@ -27,11 +27,13 @@ from flax import nnx
 from nerfkit.core import encodings, render, samplers
 from nerfkit.core.rays import Rays
 from nerfkit.errors import ConfigError
+from nerfkit.models.registry import register_family, register_preset
 from nerfkit.models.base import Model, ModelConfig, SceneInfo, adam_with_grid_lr
 from nerfkit.nn.mlp import MLP
 from nerfkit.nn.modulation import CAMConfig, ResFieldsConfig, cam_coordinate
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class NeRFConfig(ModelConfig):
     """Vanilla NeRF (every size configurable).
@@ -224,3 +226,22 @@ def _point_time(x: jax.Array, time: Optional[jax.Array]) -> Optional[jax.Array]:
     time = jnp.asarray(time, x.dtype)
     return jnp.broadcast_to(time.reshape(time.shape + (1,) if time.shape[-1:] != (1,) else
                                          time.shape), (*x.shape[:-1], 1))
+
+
+# No final evaluation by default: rendering all 200 lego test views with the full model takes
+# most of an hour on a 2-core CPU. Run `nerfkit eval RUN` when wanted.
+register_preset(
+    "nerf", "Vanilla NeRF (Mildenhall et al. 2020): 8x256 MLP, 64 coarse + 128 fine samples.",
+    NeRFConfig(), eval_every=0, checkpoint_every=1000, final_eval=False)
+
+# A NeRF small enough for a 2-core CPU (6x128 trunk, 48 + 48 samples); the full NeRF sizes are
+# flags away (--model.width 256 --model.depth 8 ...). No automatic final evaluation (the 20 lego
+# test views at 200x200 take ~7 minutes on 2 cores); run `nerfkit eval RUN` for it, or pass
+# --final-eval.
+register_preset(
+    "dnerf", "Dynamic radiance field (T-NeRF: NeRF with time as input) for D-NeRF-format scenes, "
+    "CPU-sized; --model.resfields.layers 1 2 3 for ResFields, --model.cam.enabled for CAM over "
+    "time.",
+    NeRFConfig(depth=6, width=128, skip=3, view_width=64, coarse_samples=48, fine_samples=48,
+               batch_size=1024, render_chunk=8192, default_steps=20_000),
+    checkpoint_every=1000, final_eval=False)

@@ -41,12 +41,14 @@ from flax import nnx
 from nerfkit.core import encodings, losses
 from nerfkit.core.rays import Batch, Rays
 from nerfkit.errors import ConfigError
+from nerfkit.models.registry import register_family, register_preset
 from nerfkit.models.base import Model, SceneInfo
 from nerfkit.models.student import StudentConfig
 from nerfkit.nn.residual import ResidualMLP
 
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class R2LConfig(StudentConfig):
     """R2L (the paper's lego model by default).
@@ -184,3 +186,9 @@ class R2L(Model):
         self.pool_rgb[...] = self.pool_rgb[...].at[slots].set(new_rgb)
         self.pool_count[...] = jnp.minimum(count + n, size)
         return total, {"mse": mse, "mse_hard": mse_hard, "hard_pool_full": full.astype(jnp.float32)}
+
+
+register_preset(
+    "r2l", "R2L neural light field (Wang et al. 2022): 88-layer residual MLP, one query per ray. "
+    "Distil it from a trained run with `nerfkit distill r2l --teacher RUN`.",
+    R2LConfig(), checkpoint_every=500)

@@ -28,11 +28,13 @@ from flax import nnx
 from nerfkit.core import encodings
 from nerfkit.core.rays import Rays
 from nerfkit.errors import ConfigError
+from nerfkit.models.registry import register_family, register_preset
 from nerfkit.models.base import Model, ModelConfig, SceneInfo, adam_with_grid_lr
 from nerfkit.nn.mlp import MLP, SIREN_W0
 from nerfkit.nn.modulation import CAMConfig, ResFieldsConfig, cam_coordinate
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class SignalConfig(ModelConfig):
     """A coordinate MLP for images and videos.
@@ -135,3 +137,16 @@ def num_params(model: nnx.Module) -> int:
 
 
 __all__ = ["SignalConfig", "SignalField", "num_params"]
+
+
+register_preset(
+    "image", "Fit an image with a coordinate MLP (SIREN by default; --model.activation relu for "
+    "ReLU + positional encoding, --model.cam.enabled for CAM over the pixel position). Writes the "
+    "reconstruction as PNG and prints its PSNR.",
+    SignalConfig(), checkpoint_every=1000, final_eval=True)
+
+register_preset(
+    "video", "Fit a video (file or frame folder) with an (x, y, t) coordinate MLP (SIREN by "
+    "default; --model.resfields.layers 1 2 3 for ResFields, --model.cam.enabled for CAM over "
+    "time). Writes the reconstruction as PNG frames and MP4 and prints its PSNR.",
+    SignalConfig(), checkpoint_every=1000, final_eval=True)

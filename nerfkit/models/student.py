@@ -1,15 +1,18 @@
 """The shared config of families that can learn from a trained teacher (R2L, NeRDF).
 
 A student is an ordinary family; distillation is ordinary training whose batches come from a
-teacher (:class:`nerfkit.engine.distill.TeacherSource`) instead of the training pixels. With
+teacher instead of the training pixels: the engine loads the teacher run and builds the batch
+source (:class:`nerfkit.engine.distill.TeacherSource`); the family only declares the teacher's run
+directory and checks what the teacher provides (:meth:`StudentConfig.check_teacher`). With
 ``teacher`` unset the student trains on the real pixels like any other family.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
+
+import tyro
 
 from nerfkit.errors import ConfigError
 from nerfkit.models.base import ModelConfig
@@ -37,7 +40,7 @@ class StudentConfig(ModelConfig):
         ``N * (80 + 12 * S)`` bytes of memory for a teacher with ``S`` samples per ray.
     """
 
-    teacher: Optional[str] = None
+    teacher: Annotated[Optional[str], tyro.conf.arg(metavar="RUN")] = None
     pseudo_poses: str = "auto"
     real_fraction: float = 0.0
     teacher_chunk: int = 4096
@@ -52,11 +55,9 @@ class StudentConfig(ModelConfig):
         if self.teacher_cache_rays < 0:
             raise ConfigError(f"teacher_cache_rays must be >= 0, got {self.teacher_cache_rays}")
 
-    def data_source(self, scene: Any, train_cfg: Any) -> Any:
-        if not self.teacher:
-            return None
-        # The one reference from a family to the engine: the teacher is a trained run.
-        from nerfkit.engine.distill import TeacherSource
-        return TeacherSource(self.teacher, scene, self,
-                             cache_dir=Path(train_cfg.output) / "teacher_cache",
-                             seed=int(train_cfg.seed))
+    def check_teacher(self, source: Any) -> None:
+        """Called by the engine with the teacher's data source
+        (:class:`~nerfkit.engine.distill.TeacherSource`, whose ``extra_keys`` and
+        ``teacher_family`` say what the teacher provides) before training; families warn or raise
+        here when the teacher lacks what they learn from."""
+        del source

@@ -208,7 +208,8 @@ def test_ngp_training_same_loss_curve_with_kernel():
     from nerfkit.data import synthetic
     from nerfkit.data.raysource import PixelSource
     from nerfkit.data.scene import Scene
-    from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
+    from nerfkit.engine.trainer import make_train_step
+    from nerfkit.engine.run import init_state
     from nerfkit.models.ngp import NGPConfig
 
     res, n_views = 20, 3
@@ -222,9 +223,7 @@ def test_ngp_training_same_loss_curve_with_kernel():
         cfg = NGPConfig(levels=4, log2_table_size=10, max_resolution=64, hidden=16,
                         occupancy_resolution=8, march_steps=32, num_samples=8, eval_samples=8,
                         batch_size=256, occupancy_every=2, occupancy_warmup=2, backend=backend)
-        graphdef, params, buffers = build_model(cfg, scene_info(scene), seed=0)
-        tx = cfg.optimizer()
-        state = TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32))
+        graphdef, state, tx = init_state(cfg, scene, seed=0)
         source = PixelSource(scene, cfg.background)
         step = make_train_step(graphdef, tx, source, cfg.batch_size, skip_nonfinite=False)
         curve = []

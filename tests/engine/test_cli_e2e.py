@@ -55,7 +55,7 @@ def test_train_resume_render_eval(tmp_path, capsys):
 @pytest.mark.slow
 def test_resume_matches_uninterrupted(tmp_path):
     """4 + 4 resumed steps give bit-for-bit the parameters of 8 uninterrupted steps."""
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     lego = str(shared_datasets() / "nerf_synthetic" / "lego")
     common = ["--data", lego, "--downscale", "16", *TINY, "--no-final-eval",
               "--model.lr-final", "5e-4"]  # constant rate: the schedule depends on max-steps

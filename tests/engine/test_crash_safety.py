@@ -82,7 +82,7 @@ def _per_step(run: Path) -> dict[int, tuple[float, float, float]]:
 
 
 def _params(run: Path):
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     r = load_run(run)
     return r.step, [np.asarray(x) for x in jax.tree_util.tree_leaves(r.params)]
 

@@ -55,8 +55,9 @@ def test_four_devices_match_one_device(tmp_path):
         from nerfkit.data import load_scene
         from nerfkit.data.raysource import PixelSource
         from nerfkit.engine import distributed
-        from nerfkit.engine.render import Renderer
-        from nerfkit.engine.trainer import TrainState, build_model, make_train_step, scene_info
+        from nerfkit.engine.renderer import Renderer
+        from nerfkit.engine.trainer import make_train_step
+        from nerfkit.engine.run import TrainState, build_model, init_state, scene_info
         from nerfkit.models.ngp import NGPConfig
         from nerfkit.nn.ffi_backend import available
         assert len(jax.devices()) == 4
@@ -66,10 +67,8 @@ def test_four_devices_match_one_device(tmp_path):
             cfg = NGPConfig(**{TINY_NGP!r}, backend=backend)
             mesh = distributed.data_mesh(jax.devices()[:n_devices])
             rep = distributed.replicated(mesh)
-            graphdef, params, buffers = build_model(cfg, scene_info(scene), seed=0)
-            tx = cfg.optimizer()
-            state = distributed.put(
-                TrainState(params, buffers, tx.init(params), jnp.zeros((), jnp.int32)), rep)
+            graphdef, state, tx = init_state(cfg, scene, seed=0)
+            state = distributed.put(state, rep)
             source = PixelSource(scene, cfg.background)
             data = distributed.put(source.data, rep)
             args = lambda i: (jax.random.fold_in(jax.random.key(0), i), jnp.float32(cfg.lr_init))
@@ -113,7 +112,7 @@ def test_two_processes_write_one_checkpoint_that_one_process_resumes(tmp_path):
     together: one metrics log (process 0's), one set of checkpoints; a single process then
     resumes the run from the last checkpoint (restored onto its one device, checksum checked)."""
     from nerfkit.cli import main
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     scene = _scene(tmp_path)
     run = tmp_path / "run"
     args = ["train", "ngp", "--data", str(scene), "--output", str(run), "--checkpoint-every", "2",

@@ -133,7 +133,7 @@ def teacher(tmp_path_factory):
 
 def test_teacher_source_labels_pseudo_and_real_rays(teacher):
     from nerfkit.engine.distill import TeacherSource
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     from nerfkit.models.nerdf import NeRDFConfig
     run = load_run(teacher)
     scene = run.load_split("train")
@@ -182,7 +182,7 @@ def test_distill_cli_then_eval_and_render(teacher, tmp_path, family, args):
                      "--max-steps", "1", "--output", str(ft), "--no-final-eval",
                      "--model.batch-size", "64", "--model.lr-init", "1e-12",
                      "--model.lr-final", "1e-12", *args[:6]]) == 0
-        from nerfkit.engine.trainer import load_run
+        from nerfkit.engine.run import load_run
         a, b = load_run(out).params, load_run(ft).params
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-8)
@@ -212,7 +212,7 @@ def test_teacher_cache_matches_on_the_fly_labels_and_is_reused(teacher, tmp_path
     """Cached pseudo rays carry exactly the teacher's render (re-composited onto each batch's
     background), and a second source reuses the chunks on disk instead of rendering again."""
     from nerfkit.engine.distill import TeacherSource
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     from nerfkit.models.nerdf import NeRDFConfig
     run = load_run(teacher)
     scene = run.load_split("train")

@@ -8,7 +8,7 @@ import pytest
 from nerfkit.core import metrics
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.scene import Scene
-from nerfkit.engine.render import SSIM_WINDOW, evaluate, evenly_spaced_views
+from nerfkit.engine.evaluate import SSIM_WINDOW, evaluate, evenly_spaced_views
 
 
 def _scene_and_renders(size, n=2, noise=0.05):

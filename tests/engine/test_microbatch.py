@@ -10,7 +10,8 @@ from flax import nnx
 
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource
-from nerfkit.engine.trainer import TrainState, make_train_step
+from nerfkit.engine.trainer import make_train_step
+from nerfkit.engine.run import TrainState
 from nerfkit.models.base import Model
 
 

@@ -31,7 +31,7 @@ from nerfkit.cli import main  # noqa: E402
 from nerfkit.engine import checkpoint as checkpoint_lib  # noqa: E402
 from nerfkit.engine.checkpoint import Checkpointer  # noqa: E402
 from nerfkit.fileio import write_json_atomic  # noqa: E402
-from nerfkit.engine.trainer import _rewind_metrics  # noqa: E402
+from nerfkit.engine.trainer import _rewind_metrics
 from nerfkit.errors import CheckpointError, DataError  # noqa: E402
 
 # A failed orbax restore leaves tensorstore read coroutines that are never awaited; Python reports
@@ -514,7 +514,7 @@ def test_json_writer_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_video_writer_leaves_no_partial_file(tmp_path, monkeypatch):
     import imageio.v2 as imageio
-    from nerfkit.export.render import write_video
+    from nerfkit.export.frames import write_video
 
     class Broken:
         def __init__(self, path, **kw):

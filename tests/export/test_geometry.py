@@ -13,7 +13,7 @@ trimesh = pytest.importorskip("trimesh")
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.raysource import RayGeometry
 from nerfkit.data.scene import Scene
-from nerfkit.engine.render import Renderer
+from nerfkit.engine.renderer import Renderer
 from nerfkit.export import geometry
 from nerfkit.export.camera_paths import look_at
 from nerfkit.models.base import Model, SceneInfo

@@ -51,7 +51,7 @@ def visual_hull_bounds(scene, aabb, res=64):
 @requires_shared
 @pytest.mark.slow
 def test_lego_mesh_and_pointcloud(tmp_path):
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     lego = shared_datasets() / "nerf_synthetic" / "lego"
     run_dir = tmp_path / "lego-ngp"
     assert main(["train", "ngp", "--data", str(lego), "--downscale", "8", "--max-steps", "150",

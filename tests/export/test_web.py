@@ -59,7 +59,7 @@ def test_dense_texture_layout():
 @pytest.mark.parametrize("family", ["r2l", "nerdf"])
 def test_browser_render_matches_nerfkit(scene, tmp_path, family, capsys):
     import imageio.v2 as imageio
-    from nerfkit.engine.trainer import load_run
+    from nerfkit.engine.run import load_run
     run_dir, out = tmp_path / family, tmp_path / f"{family}-web"
     _train(scene, family, run_dir, STUDENTS[family])
     capsys.readouterr()

@@ -96,7 +96,7 @@ def test_smoke_train_lego(tmp_path):
 def test_renderer_skips_empty_rays_exactly():
     """Skipping rays the grid marks empty changes no pixel."""
     from nerfkit.data.raysource import RayGeometry
-    from nerfkit.engine.render import Renderer
+    from nerfkit.engine.renderer import Renderer
     m = SMALL.build(INFO, nnx.Rngs(0))
     g = m.grid.get_value()
     occ = np.zeros(g.occupied.shape, bool)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time as _time
-import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from nerfkit.core import metrics
 from nerfkit.core.rays import Rays
 from nerfkit.data.raysource import RayGeometry, camera_image_rays
 from nerfkit.data.scene import Scene
@@ -129,57 +126,3 @@ class Renderer:
         t = None if scene.times is None else float(scene.times[index])
         return self.render_camera(cams.c2w[index], intr, cams.width, cams.height,
                                   scene.background, t)
-
-
-def evenly_spaced_views(num_views: int, count: int) -> list[int]:
-    """Up to ``count`` distinct view indices evenly spaced over ``range(num_views)``, sorted."""
-    n = min(count, num_views)
-    return sorted(set(np.linspace(0, num_views - 1, n).round().astype(int).tolist()))
-
-
-SSIM_WINDOW = 11  # pixels: the Gaussian window of the SSIM that evaluation reports
-
-
-@jax.jit
-def _image_metrics(pred: jax.Array, gt: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """PSNR and SSIM of one image; SSIM is NaN for images smaller than its window."""
-    psnr = metrics.psnr_images(pred, gt)
-    if min(pred.shape[-3], pred.shape[-2]) < SSIM_WINDOW:
-        return psnr, jnp.float32(jnp.nan)
-    return psnr, metrics.ssim(pred, gt, filter_size=SSIM_WINDOW)
-
-
-def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = None,
-             on_view: Optional[Callable[[int, dict[str, np.ndarray]], None]] = None
-             ) -> dict[str, Any]:
-    """PSNR and SSIM of renders against ``scene``'s images (composited on its background).
-
-    Returns ``{"psnr", "ssim", "num_views", "seconds", "views": [{"name", "psnr", "ssim"}]}``.
-    ``on_view(i, out)`` is called with each render (e.g. to save it). SSIM is NaN (with a
-    warning) for images smaller than its 11-pixel window; PSNR is computed at any size.
-    """
-    views = range(len(scene)) if views is None else views
-    h, w = scene.cameras.height, scene.cameras.width
-    if min(h, w) < SSIM_WINDOW:
-        warnings.warn(f"evaluation: {w}x{h} images are smaller than SSIM's {SSIM_WINDOW}-pixel "
-                      f"window; SSIM is reported as NaN (PSNR is computed)", RuntimeWarning,
-                      stacklevel=2)
-    gt_all = scene.composited()
-    per_view = []
-    t0 = _time.perf_counter()
-    for i in views:
-        out = renderer.render_view(scene, i)
-        pred = np.clip(out["rgb"], 0.0, 1.0)
-        gt = gt_all[i]
-        p, s = (float(v) for v in _image_metrics(pred, gt))
-        per_view.append({"name": scene.names[i], "psnr": p, "ssim": s})
-        if on_view is not None:
-            on_view(i, out)
-    seconds = _time.perf_counter() - t0
-    return {
-        "psnr": float(np.mean([v["psnr"] for v in per_view])),
-        "ssim": float(np.mean([v["ssim"] for v in per_view])),
-        "num_views": len(per_view),
-        "seconds": seconds,
-        "views": per_view,
-    }
