@@ -1,5 +1,5 @@
-"""Image files: reading any common image as float ``[H, W, C]``, atomic PNG writing, area
-downscaling.
+"""Shared parser helpers: image files (reading any common image as float ``[H, W, C]``, atomic
+PNG writing, area downscaling, parallel loading), JSON files, pose and option checks.
 
 Every reader error that is the *file's* fault (missing, truncated, corrupt, unsupported layout)
 becomes a :class:`~nerfkit.errors.DataError` naming the file.
@@ -7,15 +7,18 @@ becomes a :class:`~nerfkit.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import imageio.v3 as iio
 import numpy as np
 
-from nerfkit.errors import DataError
+from nerfkit.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -238,3 +241,85 @@ def read_image_downscaled(path: str | os.PathLike, factor: int) -> tuple[np.ndar
                                   f"downscale factor {factor}")
         img = downscale_area(img, factor)
     return img, full
+
+
+#: Tolerances for a rigid camera-to-world matrix: ``max |R^T R - I|`` and
+#: ``|last row - [0, 0, 0, 1]|``.
+ROTATION_TOLERANCE = 1e-3
+LAST_ROW_TOLERANCE = 1e-5
+
+
+def check_rigid_pose(matrix: Any, path: str | os.PathLike, where: str) -> np.ndarray:
+    """Validates a camera-to-world matrix and returns it as float64 ``[3, 4]``.
+
+    ``matrix`` is ``[4, 4]`` (last row must be ``[0, 0, 0, 1]``) or ``[3, 4]``. The rotation must be
+    orthonormal with determinant +1 within :data:`ROTATION_TOLERANCE`, and every entry finite.
+
+    Raises:
+      DataError: naming ``path``; ``where`` says which pose (e.g. ``"frame 3 (./train/r_3)"``).
+    """
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(path, f"{where}: transform_matrix is not a numeric matrix") from None
+    if m.shape not in ((4, 4), (3, 4)):
+        raise DataError(path, f"{where}: transform_matrix must be 4x4, got shape "
+                              f"{'x'.join(map(str, m.shape)) or 'scalar'}")
+    if not np.all(np.isfinite(m)):
+        raise DataError(path, f"{where}: pose contains NaN or Inf values")
+    if m.shape == (4, 4) and np.max(np.abs(m[3] - [0.0, 0.0, 0.0, 1.0])) > LAST_ROW_TOLERANCE:
+        raise DataError(path, f"{where}: pose is not a rigid transform (last row is "
+                              f"{np.round(m[3], 6).tolist()}, expected [0, 0, 0, 1])")
+    rot = m[:3, :3]
+    err = float(np.max(np.abs(rot.T @ rot - np.eye(3))))
+    if err > ROTATION_TOLERANCE:
+        raise DataError(path, f"{where}: pose is not a rigid transform (rotation not orthonormal: "
+                              f"max |R^T R - I| = {err:.3g}, tolerance {ROTATION_TOLERANCE})")
+    if np.linalg.det(rot) < 0:
+        raise DataError(path, f"{where}: pose is not a rigid transform (rotation is a reflection, "
+                              f"det = {np.linalg.det(rot):.3g})")
+    return m[:3, :4]
+
+
+def load_images_parallel(paths: Sequence[Path], load: Callable[[Path], Any],
+                         max_workers: int = 8) -> list[Any]:
+    """``[load(p) for p in paths]`` on a thread pool (decoding releases the GIL); the first failing
+    path (in order) raises its error."""
+    if len(paths) <= 1:
+        return [load(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(paths))) as pool:
+        futures = [pool.submit(load, p) for p in paths]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def check_downscale(downscale: Any) -> int:
+    """``downscale`` as an int; :class:`ConfigError` unless it is an integer >= 1."""
+    if isinstance(downscale, bool) or not isinstance(downscale, (int, np.integer)) or downscale < 1:
+        raise ConfigError(f"downscale must be an integer >= 1, got {downscale!r}")
+    return int(downscale)
+
+
+def read_json(path: Path) -> dict:
+    """Reads a JSON file whose top level is an object; every problem is a one-line
+    :class:`DataError` naming ``path`` (unreadable, not UTF-8, malformed, not an object)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"malformed JSON: not UTF-8 text ({e.reason} at byte {e.start})") \
+            from None
+    except OSError as e:
+        raise DataError(path, f"cannot read file: {e.strerror or e}") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") \
+            from None
+    if not isinstance(meta, dict):
+        raise DataError(path, f"malformed JSON file: top level must be a JSON object, got "
+                              f"{type(meta).__name__}")
+    return meta
