@@ -46,7 +46,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     8-bit images are divided by 255, 16-bit ones by 65535 (16-bit colour PNGs keep their full
     precision). Grayscale is replicated to RGB, grayscale+alpha becomes RGBA, palette images are
-    expanded (to RGBA when the palette has transparency). Multi-frame files give their first frame.
+    expanded (to RGBA when the palette has transparency), CMYK JPEGs are converted to RGB.
+    Multi-frame files give their first frame. An EXIF orientation tag (phone photos) is applied,
+    so the image comes back upright, as photo viewers show it.
 
     Raises:
       DataError: naming ``path``, if the file is missing or cannot be decoded.
@@ -80,13 +82,52 @@ def _read_raw(path: Path) -> np.ndarray:
             img = iio.imread(path, plugin="pillow", index=0, mode="RGBA")
             return img[..., :3] if np.all(img[..., 3] == 255) else img
     # Pillow formats go straight to Pillow: a corrupt file then fails there, instead of imageio
-    # trying (and warning from) every legacy plugin in turn.
-    if path.suffix.lower() in _PILLOW_EXTENSIONS:
-        return iio.imread(path, plugin="pillow", index=0)  # first frame of animated files
+    # trying (and warning from) every legacy plugin in turn. ``rotate``: an EXIF orientation is
+    # applied, so photos load upright as photo viewers show them. JPEGs are converted to RGB:
+    # CMYK (and YCbCr) JPEGs would otherwise come back as 4 channels read as RGBA.
+    suffix = path.suffix.lower()
+    if suffix in _PILLOW_EXTENSIONS:
+        mode = "RGB" if suffix in (".jpg", ".jpeg") and _pillow_mode(path) not in ("L", "RGB") \
+            else None
+        # first frame of animated files
+        return iio.imread(path, plugin="pillow", index=0, rotate=True, mode=mode)
     img = iio.imread(path)
     if img.ndim == 4 or (img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4)):
         img = img[0]  # a multi-frame file (GIF, multi-page TIFF): first frame
     return img
+
+
+def _pillow_mode(path: Path) -> str:
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.mode
+
+
+#: EXIF orientations (tag 274) that swap width and height (transposes and 90-degree turns).
+_EXIF_SWAPS_AXES = (5, 6, 7, 8)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image as :func:`read_image` returns it (EXIF orientation applied), read
+    from the file header where Pillow can (else by decoding the image).
+
+    Raises:
+      DataError: naming ``path``, if it is missing or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found" if not path.exists()
+                        else "expected an image file, found a folder")
+    if path.suffix.lower() in _PILLOW_EXTENSIONS:
+        try:
+            from PIL import Image
+            with Image.open(path) as im:
+                w, h = im.size
+                orientation = im.getexif().get(274, 1)
+            return (w, h) if orientation in _EXIF_SWAPS_AXES else (h, w)
+        except Exception:  # fall through: read_image reports the problem
+            pass
+    return read_image(path).shape[:2]
 
 
 def _read_png16_colour(path: Path, colour_type: int, interlace: int) -> np.ndarray:
