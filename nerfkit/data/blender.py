@@ -13,82 +13,22 @@ Poses are OpenGL camera-to-world matrices (camera looks down -z, +y up), the con
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from nerfkit.core.cameras import make_cameras
-from nerfkit.data.io import IMAGE_EXTENSIONS, read_image_downscaled
+from nerfkit.data.io import (  # noqa: F401  (check_rigid_pose & co. re-exported: old imports)
+    IMAGE_EXTENSIONS, LAST_ROW_TOLERANCE, ROTATION_TOLERANCE, check_downscale, check_rigid_pose,
+    load_images_parallel, read_image_downscaled, read_json)
 from nerfkit.data.scene import Scene
-from nerfkit.errors import ConfigError, DataError
+from nerfkit.errors import DataError
 
 DEFAULT_NEAR = 2.0
 DEFAULT_FAR = 6.0
 DEFAULT_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
-
-#: Tolerances for a rigid camera-to-world matrix: ``max |R^T R - I|`` and
-#: ``|last row - [0, 0, 0, 1]|``.
-ROTATION_TOLERANCE = 1e-3
-LAST_ROW_TOLERANCE = 1e-5
-
-
-def check_rigid_pose(matrix: Any, path: str | os.PathLike, where: str) -> np.ndarray:
-    """Validates a camera-to-world matrix and returns it as float64 ``[3, 4]``.
-
-    ``matrix`` is ``[4, 4]`` (last row must be ``[0, 0, 0, 1]``) or ``[3, 4]``. The rotation must be
-    orthonormal with determinant +1 within :data:`ROTATION_TOLERANCE`, and every entry finite.
-
-    Raises:
-      DataError: naming ``path``; ``where`` says which pose (e.g. ``"frame 3 (./train/r_3)"``).
-    """
-    try:
-        m = np.asarray(matrix, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(path, f"{where}: transform_matrix is not a numeric matrix") from None
-    if m.shape not in ((4, 4), (3, 4)):
-        raise DataError(path, f"{where}: transform_matrix must be 4x4, got shape "
-                              f"{'x'.join(map(str, m.shape)) or 'scalar'}")
-    if not np.all(np.isfinite(m)):
-        raise DataError(path, f"{where}: pose contains NaN or Inf values")
-    if m.shape == (4, 4) and np.max(np.abs(m[3] - [0.0, 0.0, 0.0, 1.0])) > LAST_ROW_TOLERANCE:
-        raise DataError(path, f"{where}: pose is not a rigid transform (last row is "
-                              f"{np.round(m[3], 6).tolist()}, expected [0, 0, 0, 1])")
-    rot = m[:3, :3]
-    err = float(np.max(np.abs(rot.T @ rot - np.eye(3))))
-    if err > ROTATION_TOLERANCE:
-        raise DataError(path, f"{where}: pose is not a rigid transform (rotation not orthonormal: "
-                              f"max |R^T R - I| = {err:.3g}, tolerance {ROTATION_TOLERANCE})")
-    if np.linalg.det(rot) < 0:
-        raise DataError(path, f"{where}: pose is not a rigid transform (rotation is a reflection, "
-                              f"det = {np.linalg.det(rot):.3g})")
-    return m[:3, :4]
-
-
-def load_images_parallel(paths: Sequence[Path], load: Callable[[Path], Any],
-                         max_workers: int = 8) -> list[Any]:
-    """``[load(p) for p in paths]`` on a thread pool (decoding releases the GIL); the first failing
-    path (in order) raises its error."""
-    if len(paths) <= 1:
-        return [load(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(paths))) as pool:
-        futures = [pool.submit(load, p) for p in paths]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-
-
-def check_downscale(downscale: Any) -> int:
-    if isinstance(downscale, bool) or not isinstance(downscale, (int, np.integer)) or downscale < 1:
-        raise ConfigError(f"downscale must be an integer >= 1, got {downscale!r}")
-    return int(downscale)
 
 
 def available_splits(root: Path) -> list[str]:
@@ -130,7 +70,7 @@ def load_blender(root: str | os.PathLike, split: str = "train", downscale: int =
                                        "(not a Blender-layout dataset)")
         raise DataError(json_path, f"unknown split {split!r}: no such file; available splits: "
                                    f"{', '.join(splits)}")
-    meta = _read_json(json_path)
+    meta = read_json(json_path)
 
     frames = meta.get("frames", None)
     if "frames" not in meta:
@@ -202,25 +142,6 @@ def load_blender(root: str | os.PathLike, split: str = "train", downscale: int =
     return Scene(images=images, cameras=cameras, names=names, near=near, far=far, alphas=alphas,
                  ndc=False, aabb=aabb, white_background=bool(white_background),
                  times=np.asarray(times, np.float32) if times else None, metadata=metadata)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"malformed JSON: not UTF-8 text ({e.reason} at byte {e.start})") \
-            from None
-    except OSError as e:
-        raise DataError(path, f"cannot read file: {e.strerror or e}") from None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") \
-            from None
-    if not isinstance(meta, dict):
-        raise DataError(path, f"malformed transforms file: top level must be a JSON object, got "
-                              f"{type(meta).__name__}")
-    return meta
 
 
 def _camera_angle(meta: dict, path: Path) -> float:

@@ -1,5 +1,5 @@
-"""Image files: reading any common image as float ``[H, W, C]``, atomic PNG writing, area
-downscaling.
+"""Shared parser helpers: image files (reading any common image as float ``[H, W, C]``, atomic
+PNG writing, area downscaling, parallel loading), JSON files, pose and option checks.
 
 Every reader error that is the *file's* fault (missing, truncated, corrupt, unsupported layout)
 becomes a :class:`~nerfkit.errors.DataError` naming the file.
@@ -7,14 +7,17 @@ becomes a :class:`~nerfkit.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import imageio.v3 as iio
 import numpy as np
 
-from nerfkit.errors import DataError
+from nerfkit.errors import ConfigError, DataError
 from nerfkit.fileio import write_bytes_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -43,7 +46,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     8-bit images are divided by 255, 16-bit ones by 65535 (16-bit colour PNGs keep their full
     precision). Grayscale is replicated to RGB, grayscale+alpha becomes RGBA, palette images are
-    expanded (to RGBA when the palette has transparency). Multi-frame files give their first frame.
+    expanded (to RGBA when the palette has transparency), CMYK JPEGs are converted to RGB.
+    Multi-frame files give their first frame. An EXIF orientation tag (phone photos) is applied,
+    so the image comes back upright, as photo viewers show it.
 
     Raises:
       DataError: naming ``path``, if the file is missing or cannot be decoded.
@@ -77,13 +82,52 @@ def _read_raw(path: Path) -> np.ndarray:
             img = iio.imread(path, plugin="pillow", index=0, mode="RGBA")
             return img[..., :3] if np.all(img[..., 3] == 255) else img
     # Pillow formats go straight to Pillow: a corrupt file then fails there, instead of imageio
-    # trying (and warning from) every legacy plugin in turn.
-    if path.suffix.lower() in _PILLOW_EXTENSIONS:
-        return iio.imread(path, plugin="pillow", index=0)  # first frame of animated files
+    # trying (and warning from) every legacy plugin in turn. ``rotate``: an EXIF orientation is
+    # applied, so photos load upright as photo viewers show them. JPEGs are converted to RGB:
+    # CMYK (and YCbCr) JPEGs would otherwise come back as 4 channels read as RGBA.
+    suffix = path.suffix.lower()
+    if suffix in _PILLOW_EXTENSIONS:
+        mode = "RGB" if suffix in (".jpg", ".jpeg") and _pillow_mode(path) not in ("L", "RGB") \
+            else None
+        # first frame of animated files
+        return iio.imread(path, plugin="pillow", index=0, rotate=True, mode=mode)
     img = iio.imread(path)
     if img.ndim == 4 or (img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4)):
         img = img[0]  # a multi-frame file (GIF, multi-page TIFF): first frame
     return img
+
+
+def _pillow_mode(path: Path) -> str:
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.mode
+
+
+#: EXIF orientations (tag 274) that swap width and height (transposes and 90-degree turns).
+_EXIF_SWAPS_AXES = (5, 6, 7, 8)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image as :func:`read_image` returns it (EXIF orientation applied), read
+    from the file header where Pillow can (else by decoding the image).
+
+    Raises:
+      DataError: naming ``path``, if it is missing or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file not found" if not path.exists()
+                        else "expected an image file, found a folder")
+    if path.suffix.lower() in _PILLOW_EXTENSIONS:
+        try:
+            from PIL import Image
+            with Image.open(path) as im:
+                w, h = im.size
+                orientation = im.getexif().get(274, 1)
+            return (w, h) if orientation in _EXIF_SWAPS_AXES else (h, w)
+        except Exception:  # fall through: read_image reports the problem
+            pass
+    return read_image(path).shape[:2]
 
 
 def _read_png16_colour(path: Path, colour_type: int, interlace: int) -> np.ndarray:
@@ -226,3 +270,85 @@ def read_image_downscaled(path: str | os.PathLike, factor: int) -> tuple[np.ndar
                                   f"downscale factor {factor}")
         img = downscale_area(img, factor)
     return img, full
+
+
+#: Tolerances for a rigid camera-to-world matrix: ``max |R^T R - I|`` and
+#: ``|last row - [0, 0, 0, 1]|``.
+ROTATION_TOLERANCE = 1e-3
+LAST_ROW_TOLERANCE = 1e-5
+
+
+def check_rigid_pose(matrix: Any, path: str | os.PathLike, where: str) -> np.ndarray:
+    """Validates a camera-to-world matrix and returns it as float64 ``[3, 4]``.
+
+    ``matrix`` is ``[4, 4]`` (last row must be ``[0, 0, 0, 1]``) or ``[3, 4]``. The rotation must be
+    orthonormal with determinant +1 within :data:`ROTATION_TOLERANCE`, and every entry finite.
+
+    Raises:
+      DataError: naming ``path``; ``where`` says which pose (e.g. ``"frame 3 (./train/r_3)"``).
+    """
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(path, f"{where}: transform_matrix is not a numeric matrix") from None
+    if m.shape not in ((4, 4), (3, 4)):
+        raise DataError(path, f"{where}: transform_matrix must be 4x4, got shape "
+                              f"{'x'.join(map(str, m.shape)) or 'scalar'}")
+    if not np.all(np.isfinite(m)):
+        raise DataError(path, f"{where}: pose contains NaN or Inf values")
+    if m.shape == (4, 4) and np.max(np.abs(m[3] - [0.0, 0.0, 0.0, 1.0])) > LAST_ROW_TOLERANCE:
+        raise DataError(path, f"{where}: pose is not a rigid transform (last row is "
+                              f"{np.round(m[3], 6).tolist()}, expected [0, 0, 0, 1])")
+    rot = m[:3, :3]
+    err = float(np.max(np.abs(rot.T @ rot - np.eye(3))))
+    if err > ROTATION_TOLERANCE:
+        raise DataError(path, f"{where}: pose is not a rigid transform (rotation not orthonormal: "
+                              f"max |R^T R - I| = {err:.3g}, tolerance {ROTATION_TOLERANCE})")
+    if np.linalg.det(rot) < 0:
+        raise DataError(path, f"{where}: pose is not a rigid transform (rotation is a reflection, "
+                              f"det = {np.linalg.det(rot):.3g})")
+    return m[:3, :4]
+
+
+def load_images_parallel(paths: Sequence[Path], load: Callable[[Path], Any],
+                         max_workers: int = 8) -> list[Any]:
+    """``[load(p) for p in paths]`` on a thread pool (decoding releases the GIL); the first failing
+    path (in order) raises its error."""
+    if len(paths) <= 1:
+        return [load(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(paths))) as pool:
+        futures = [pool.submit(load, p) for p in paths]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def check_downscale(downscale: Any) -> int:
+    """``downscale`` as an int; :class:`ConfigError` unless it is an integer >= 1."""
+    if isinstance(downscale, bool) or not isinstance(downscale, (int, np.integer)) or downscale < 1:
+        raise ConfigError(f"downscale must be an integer >= 1, got {downscale!r}")
+    return int(downscale)
+
+
+def read_json(path: Path) -> dict:
+    """Reads a JSON file whose top level is an object; every problem is a one-line
+    :class:`DataError` naming ``path`` (unreadable, not UTF-8, malformed, not an object)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"malformed JSON: not UTF-8 text ({e.reason} at byte {e.start})") \
+            from None
+    except OSError as e:
+        raise DataError(path, f"cannot read file: {e.strerror or e}") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") \
+            from None
+    if not isinstance(meta, dict):
+        raise DataError(path, f"malformed JSON file: top level must be a JSON object, got "
+                              f"{type(meta).__name__}")
+    return meta

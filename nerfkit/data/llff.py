@@ -21,8 +21,8 @@ from typing import Any, Optional
 import numpy as np
 
 from nerfkit.core.cameras import make_cameras
-from nerfkit.data.blender import check_downscale, load_images_parallel
-from nerfkit.data.io import list_images, read_image_downscaled
+from nerfkit.data.io import (check_downscale, list_images, load_images_parallel,
+                             read_image_downscaled)
 from nerfkit.data.scene import Scene
 from nerfkit.errors import ConfigError, DataError
 

@@ -26,6 +26,9 @@ class Scene:
         model sees (NDC for ``ndc`` scenes).
       white_background: composite RGBA images onto white (``True``) or black when evaluating.
       times: ``[N]`` normalised times in ``[0, 1]`` for dynamic scenes, else ``None``.
+      unbounded: a real capture whose content reaches far beyond the cameras (COLMAP,
+        nerfstudio): ``aabb`` is then the inner, uncontracted region (the cameras lie inside it)
+        and ``far`` is large; a model must contract space beyond it.
       metadata: free-form provenance (``format``, ``path``, ``split``, ``downscale``, ...).
     """
 
@@ -40,6 +43,7 @@ class Scene:
         default_factory=lambda: np.array([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]], np.float32))
     white_background: bool = True
     times: Optional[np.ndarray] = None
+    unbounded: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:

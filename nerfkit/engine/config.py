@@ -94,7 +94,10 @@ class TrainConfig:
         """Loads ``split`` of ``data`` with this config's ``downscale`` and ``max_frames``."""
         from nerfkit.data import load_scene
         opts = {} if self.max_frames is None else {"max_frames": self.max_frames}
-        return load_scene(self.data, split, self.downscale, **opts)
+        # The signal (image / video) family reads a folder of images as a video's frames; for
+        # the radiance-field families such a folder is photos still to be posed.
+        return load_scene(self.data, split, self.downscale,
+                          as_video=self.model.family == "signal", **opts)
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "skip"):

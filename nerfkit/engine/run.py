@@ -123,6 +123,7 @@ class LoadedRun(NamedTuple):
         """Loads ``split`` of the run's dataset (same downscale as training)."""
         mf = self.scene_json.get("max_frames")
         return load_scene(self.scene_json["data"], split, self.scene_json["downscale"],
+                          as_video=self.cfg.model.family == "signal",
                           **({} if mf is None else {"max_frames": mf}))
 
 

