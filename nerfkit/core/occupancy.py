@@ -18,6 +18,12 @@ step is ever skipped.
 length through the box, keeping only the steps whose midpoint lies in an occupied cell, compacted
 into a fixed-size buffer of ``S`` intervals per ray (``t_starts``, ``t_ends``, ``mask``).
 
+Unbounded scenes (end of the module): :func:`init_contracted_occupancy`,
+:func:`update_contracted_occupancy` and :func:`march_rays_contracted` keep one grid over the
+*contracted* cube ``[-2, 2]^3`` (mip-NeRF 360's contraction, :mod:`nerfkit.core.contraction`) and
+march from ``near`` to ``far`` with Instant-NGP's cone stepping (steps grow with distance), into
+the same fixed-size buffers as :func:`march_rays`. The functions above are unchanged by them.
+
 Cascades: the state holds one level (``[R, R, R]`` over ``aabb``). Multi-scale cascades (Instant-NGP
 App. E.2) would add a leading axis ``[C, R, R, R]`` with level ``c`` spanning ``2**c`` times the
 base box; only :func:`cell_index` (point -> level and cell) and the cell sampling in
@@ -324,6 +330,240 @@ def march_rays(rays: Rays, grid: OccupancyGrid, num_samples: int, step_size: flo
     fill = jnp.where(hit, t1, near)[:, None]
     t_starts = jnp.where(mask, jnp.take_along_axis(ts, src, axis=-1), fill)
     t_ends = jnp.where(mask, jnp.take_along_axis(te, src, axis=-1), fill)
+    shape = (*batch, s_out)
+    return (jax.lax.stop_gradient(t_starts).reshape(shape),
+            jax.lax.stop_gradient(t_ends).reshape(shape), mask.reshape(shape))
+
+
+# -- unbounded scenes: a grid over contracted space, cone stepping -----------------------------
+#
+# Mip-NeRF 360's contraction (:mod:`nerfkit.core.contraction`) maps all of R^3 into the radius-2
+# ball (L2) or the cube (-2, 2)^3 (L-inf), so one grid over ``[-2, 2]^3`` of *contracted*
+# coordinates covers an unbounded scene: cells near the centre are small in world space, cells
+# near the boundary stand for ever larger shells (Instant-NGP covers large scenes with cascades
+# instead; nerfstudio's nerfacto and nerfacc use a grid over the contracted cube as here).
+# Rays are marched in world space with Instant-NGP's cone stepping (paper App. E.1; its
+# ``calc_dt``): a step at distance ``t`` from the ray origin is ``clamp(t * cone_angle, dt_min,
+# dt_max)``, so steps grow with distance like the footprint of a pixel cone, and the number of
+# steps to ``far`` grows only logarithmically once ``t * cone_angle > dt_min``.
+
+#: The contracted space the grid covers, ``[2, 3]``.
+CONTRACTED_AABB = np.array([[-2.0, -2.0, -2.0], [2.0, 2.0, 2.0]], np.float32)
+
+
+def init_contracted_occupancy(resolution: int) -> OccupancyGrid:
+    """A grid over the contracted cube ``[-2, 2]^3``, every cell occupied (nothing is known yet).
+
+    Its ``aabb`` is :data:`CONTRACTED_AABB`; look points up with :func:`is_occupied_contracted`
+    (world points) or :func:`is_occupied` (already contracted points).
+    """
+    return init_occupancy(resolution, CONTRACTED_AABB)
+
+
+def is_occupied_contracted(grid: OccupancyGrid, x: jax.Array, norm: str = "l2") -> jax.Array:
+    """``[...]`` bool: the *world* point ``x [..., 3]``, contracted with ``norm``, lies in an
+    occupied cell of ``grid`` (a grid from :func:`init_contracted_occupancy`)."""
+    from nerfkit.core.contraction import contract
+    return is_occupied(grid, contract(x, norm))
+
+
+def cone_step(t: jax.Array, cone_angle: float, dt_min: float, dt_max: float) -> jax.Array:
+    """Instant-NGP's step length ``clamp(t * cone_angle, dt_min, dt_max)`` at distance ``t``.
+
+    Args:
+      t: ``[...]`` distance from the ray origin in world units.
+      cone_angle: step growth per unit distance (Instant-NGP: 1/256 for large scenes, 0 for
+        synthetic objects); dt_min, dt_max: step bounds in world units (``0 < dt_min <= dt_max``).
+    Returns:
+      ``[...]`` step lengths in world units.
+    """
+    return jnp.clip(t * cone_angle, dt_min, dt_max)
+
+
+def _check_cone(cone_angle: float, dt_min: float, dt_max: float) -> None:
+    if not (cone_angle >= 0.0 and 0.0 < dt_min <= dt_max):
+        raise ValueError(f"cone stepping needs cone_angle >= 0 and 0 < dt_min <= dt_max, got "
+                         f"cone_angle={cone_angle}, dt_min={dt_min}, dt_max={dt_max}")
+
+
+def cone_step_edges(t0: jax.Array, num_steps: int, cone_angle: float, dt_min: float,
+                    dt_max: float) -> jax.Array:
+    """The first ``num_steps`` cone steps from ``t0``, in closed form (no sequential loop).
+
+    The recurrence ``t_{k+1} = t_k + clamp(c t_k, a, b)`` (``c = cone_angle``, ``a = dt_min``,
+    ``b = dt_max``) has three phases: steps of ``a`` while ``t < a / c``; geometric growth
+    ``t_{k+1} = (1 + c) t_k`` while ``t < b / c``; steps of ``b`` beyond. The phase lengths follow
+    from ``t0`` by a ``ceil`` each, so every edge is computed independently (vectorised over rays
+    and steps; float rounding at a phase boundary may give one step of ``c t`` instead of ``a`` or
+    ``b``, which differ there by a rounding error).
+
+    Args:
+      t0: ``[...]`` start distances in world units (``>= 0``).
+      num_steps: ``K`` (static). cone_angle, dt_min, dt_max: as in :func:`cone_step` (static).
+    Returns:
+      ``[..., K+1]`` increasing edges, ``edges[..., 0] == t0``.
+    """
+    _check_cone(cone_angle, dt_min, dt_max)
+    t0 = jnp.asarray(t0, jnp.float32)
+    k = jnp.arange(num_steps + 1, dtype=jnp.float32)
+    t0e = t0[..., None]
+    if cone_angle == 0.0:
+        return t0e + k * dt_min
+    c, a, b = float(cone_angle), float(dt_min), float(dt_max)
+    ta, tb = a / c, b / c
+    log_g = float(np.log1p(c))
+    n1 = jnp.maximum(jnp.ceil((ta - t0e) / a), 0.0)            # steps of a
+    g0 = t0e + n1 * a                                           # start of geometric growth
+    n2 = jnp.maximum(jnp.ceil(jnp.log(tb / jnp.maximum(g0, 1e-30)) / log_g), 0.0)
+    g1 = g0 * jnp.exp(n2 * log_g)                               # start of steps of b
+    lin_a = t0e + k * a
+    geo = g0 * jnp.exp(jnp.clip(k - n1, 0.0, n2) * log_g)
+    lin_b = g1 + (k - n1 - n2) * b
+    return jnp.where(k <= n1, lin_a, jnp.where(k <= n1 + n2, geo, lin_b))
+
+
+def cone_step_count(near: float, far: float, cone_angle: float, dt_min: float,
+                    dt_max: float) -> int:
+    """Number of cone steps from ``near`` to reach ``far`` (world distances, static floats).
+
+    Use it for ``max_candidates`` of :func:`march_rays_contracted`, with the smallest near and the
+    largest far *distance* of any ray (``t * |direction|``). A later start (the jitter) never needs
+    more steps: the step map ``t -> t + clamp(c t, a, b)`` is increasing.
+    """
+    _check_cone(cone_angle, dt_min, dt_max)
+    near, far = float(near), float(far)
+    if not far > near:
+        return 1
+    c, a, b = float(cone_angle), float(dt_min), float(dt_max)
+    ta = a / c if c > 0 else np.inf
+    tb = b / c if c > 0 else np.inf
+    n = 0
+    t = near
+    if t < ta:  # steps of a up to min(ta, far)
+        m = int(np.ceil((min(ta, far) - t) / a))
+        n += m
+        t += m * a
+    if t < far and t < tb:  # geometric growth up to min(tb, far)
+        m = int(np.ceil(np.log(min(tb, far) / t) / np.log1p(c)))
+        n += m
+        t *= (1.0 + c) ** m
+    if t < far:
+        n += int(np.ceil((far - t) / b))
+    return max(1, n + 1)  # +1: margin for float32 rounding of the closed form
+
+
+def update_contracted_occupancy(grid: OccupancyGrid, key: jax.Array,
+                                density_fn: Callable[[jax.Array], jax.Array], step: jax.Array,
+                                *, cone_angle: float, dt_min: float, dt_max: float = 1e10,
+                                norm: str = "l2", contracted_input: bool = False,
+                                decay: float = 0.95, threshold: float = 0.01,
+                                warmup_steps: int = 256, chunk: int = 1 << 16,
+                                subset_fraction: float = 0.25,
+                                occupied_fraction: float = 0.0) -> OccupancyGrid:
+    """One EMA update of a grid over contracted space (:func:`update_occupancy`'s rules).
+
+    Each cell is probed at a jittered point ``z`` of contracted space, mapped back to the world
+    point ``x = inv_contract(z)``. A cone step there is long (``dt(x) = cone_step(|x|, ...)``,
+    taking the distance ``|x|`` from the scene centre as the distance from the camera, the cameras
+    being near the centre), so the grid stores the EMA of the *optical depth of one marching
+    step*, ``sigma(x) * dt(x)`` (dimensionless), rather than of ``sigma``; a cell is occupied when
+    it exceeds ``min(threshold, mean)`` (that is :func:`update_occupancy` with ``step_size = 1``).
+    Probes outside the contraction's image (``|z| >= 2``: the corners of the cube for ``"l2"``)
+    count as empty, since no point ever lands there.
+
+    Args:
+      grid: from :func:`init_contracted_occupancy`.
+      density_fn: ``[N, 3] -> [N]`` density (per world unit) at world points, or at contracted
+        points when ``contracted_input`` (what a hash grid over contracted space takes directly).
+      step: the training step (warm-up vs. subset updates, as in :func:`update_occupancy`).
+      cone_angle, dt_min, dt_max: the marcher's cone stepping (world units).
+      norm: the contraction's norm (``"l2"`` or ``"linf"``), as used by the marcher.
+      decay, threshold, warmup_steps, chunk, subset_fraction, occupied_fraction: as in
+        :func:`update_occupancy`.
+    Returns:
+      the updated grid; ``density [R, R, R]`` holds the per-step optical depth.
+    """
+    from nerfkit.core.contraction import contraction_norm, inv_contract
+    _check_cone(cone_angle, dt_min, dt_max)
+
+    def step_depth(z: jax.Array) -> jax.Array:
+        reachable = contraction_norm(z, norm)[..., 0] < 2.0
+        x = inv_contract(z, norm)
+        sigma = density_fn(z if contracted_input else x)
+        dt = cone_step(jnp.linalg.norm(x, axis=-1), cone_angle, dt_min, dt_max)
+        return jnp.where(reachable, sigma * dt, 0.0)
+
+    return update_occupancy(grid, key, step_depth, step, step_size=1.0, decay=decay,
+                            threshold=threshold, warmup_steps=warmup_steps, chunk=chunk,
+                            subset_fraction=subset_fraction, occupied_fraction=occupied_fraction)
+
+
+def march_rays_contracted(rays: Rays, grid: OccupancyGrid, num_samples: int, *,
+                          cone_angle: float, dt_min: float, dt_max: float = 1e10,
+                          max_candidates: int, key: Optional[jax.Array] = None,
+                          norm: str = "l2") -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Cone-stepping ray marching from ``near`` to ``far`` through a contracted-space grid.
+
+    In world distance along the ray (``r = t |d|``), candidate step ``k`` is
+    ``[r_k, r_{k+1}]`` with ``r_0 = near |d| + u * cone_step(near |d|)`` (``u ~ U[0, 1)`` per ray
+    when ``key`` is given, else 0) and ``r_{k+1} = r_k + cone_step(r_k)`` (closed form:
+    :func:`cone_step_edges`); the step reaching ``far`` is cut there. A candidate is kept when it
+    starts before ``far`` and the contraction of its midpoint lies in an occupied cell. Kept steps
+    are compacted, in order, into ``S = num_samples`` slots exactly as in :func:`march_rays`
+    (cumsum + binary search; static shapes). No box clipping: contracted space covers every
+    point.
+
+    Limits (documented behaviour):
+      * ``K = max_candidates`` (static) bounds the steps per ray; :func:`cone_step_count` gives the
+        ``K`` that reaches ``far``. With a smaller ``K`` the part beyond step ``K`` is not marched.
+      * When more than ``S`` steps are occupied, the nearest ``S`` are kept.
+
+    Args:
+      rays: batch ``[...]`` (``origins``, ``directions`` (unnormalised), ``near``, ``far``).
+      grid: from :func:`init_contracted_occupancy` (updated by
+        :func:`update_contracted_occupancy`).
+      num_samples: ``S`` (static). cone_angle, dt_min, dt_max: :func:`cone_step` (static, world
+        units). max_candidates: ``K`` (static). key: optional PRNG key for the start jitter.
+      norm: the contraction's norm, as used by the grid's update.
+    Returns:
+      ``t_starts [..., S]``, ``t_ends [..., S]`` (in units of ``t``, sorted along each ray, inside
+      ``[near, far]``) and ``mask [..., S]`` bool. Masked slots hold the zero-length interval at
+      the end of the marched segment, so they carry no weight even if the mask is ignored.
+    """
+    from nerfkit.core.contraction import contract
+    _check_cone(cone_angle, dt_min, dt_max)
+    s_out, k_max = int(num_samples), int(max_candidates)
+    batch = rays.origins.shape[:-1]
+    o = rays.origins.reshape(-1, 3)
+    d = rays.directions.reshape(-1, 3)
+    near = rays.near.reshape(-1)
+    far = rays.far.reshape(-1)
+    n = o.shape[0]
+    dn = jnp.maximum(jnp.linalg.norm(d, axis=-1), 1e-12)        # [n]: world length per unit t
+    r_near, r_far = near * dn, far * dn
+    if key is None:
+        u = jnp.zeros((n,), jnp.float32)
+    else:
+        u = jax.random.uniform(key, (n,), jnp.float32)
+    r0 = r_near + u * cone_step(r_near, cone_angle, dt_min, dt_max)
+    edges = cone_step_edges(r0, k_max, cone_angle, dt_min, dt_max)  # [n, K+1] world distance
+    rs = edges[:, :-1]
+    re = jnp.minimum(edges[:, 1:], r_far[:, None])
+    mid = 0.5 * (rs + re) / dn[:, None]                          # in units of t
+    x = o[:, None, :] + mid[..., None] * d[:, None, :]
+    keep = (rs < r_far[:, None]) & is_occupied(grid, contract(x, norm))
+    count = jnp.cumsum(keep.astype(jnp.int32), axis=-1)          # [n, K] inclusive
+    slots = jnp.arange(s_out, dtype=jnp.int32)
+    src = jax.vmap(lambda c: jnp.searchsorted(c, slots, side="right"))(count)
+    src = jnp.minimum(src, k_max - 1).astype(jnp.int32)
+    mask = slots[None, :] < count[:, -1:]
+    end = jnp.clip(jnp.minimum(edges[:, -1], r_far), r_near, None)[:, None]  # marched segment end
+    r_starts = jnp.where(mask, jnp.take_along_axis(rs, src, axis=-1), end)
+    r_ends = jnp.where(mask, jnp.take_along_axis(re, src, axis=-1), end)
+    # Back to units of t, clipped so that rounding never leaves [near, far].
+    lo, hi = near[:, None], jnp.maximum(far, near)[:, None]
+    t_starts = jnp.clip(r_starts / dn[:, None], lo, hi)
+    t_ends = jnp.clip(r_ends / dn[:, None], lo, hi)
     shape = (*batch, s_out)
     return (jax.lax.stop_gradient(t_starts).reshape(shape),
             jax.lax.stop_gradient(t_ends).reshape(shape), mask.reshape(shape))

@@ -10,6 +10,10 @@ Samples are interval *edges* ``t_edges [..., S+1]`` (see :mod:`nerfkit.core.rend
   interpolation of ``(cdf, t_edges)``. ``merge_samples`` forms NeRF's fine-pass union of coarse and
   fine samples (64 + 128 in the paper).
 
+* Spacing for unbounded scenes: :func:`spaced_samples` draws stratified samples evenly in
+  mip-NeRF 360's normalised distance ``s`` (Barron et al., CVPR 2022, eq. 11; see
+  :func:`nerfkit.core.contraction.t_to_s`), the starting point of its proposal sampling.
+
 All shapes are static, so every function jits; ``num_samples`` must be a Python int.
 """
 
@@ -141,3 +145,34 @@ def merge_samples(t_edges: jax.Array, t_new: jax.Array) -> jax.Array:
     both = jnp.concatenate([jnp.broadcast_to(t_edges, (*batch, t_edges.shape[-1])),
                             jnp.broadcast_to(t_new, (*batch, t_new.shape[-1]))], axis=-1)
     return jax.lax.stop_gradient(jnp.sort(both, axis=-1))
+
+
+def spaced_samples(key: Optional[jax.Array], near: jax.Array, far: jax.Array, num_samples: int,
+                   randomized: bool, spacing: str = "piecewise") -> tuple[jax.Array, jax.Array]:
+    """Stratified interval edges evenly spaced in mip-NeRF 360's normalised distance ``s``.
+
+    ``s`` is stratified in ``[0, 1]`` exactly as in :func:`stratified_samples`, then mapped to
+    metric distance with :func:`nerfkit.core.contraction.s_to_t`. With ``spacing="reciprocal"``
+    (``0 < near``) the samples are evenly spaced in disparity ``1/t``; ``"piecewise"`` (linear up
+    to ``t = 1``, disparity beyond, so ``near = 0`` is allowed) is what mip-NeRF 360's released
+    code and nerfacto's first proposal round use for unbounded scenes; ``"linear"`` is plain
+    stratified sampling.
+
+    Args:
+      key: PRNG key; may be ``None`` when ``randomized`` is False.
+      near, far: ``[..., 1]`` bounds in units of ``t`` (``far`` may be ``inf`` with
+        ``"reciprocal"``/``"piecewise"``; the last edge is then ``inf``).
+      num_samples: number of intervals ``S`` (static). randomized: jitter within strata.
+      spacing: ``"linear"``, ``"reciprocal"`` or ``"piecewise"``.
+    Returns:
+      ``(t_edges, s_edges)``, each ``[..., S+1]`` and sorted: metric edges in ``[near, far]`` and
+      their normalised distances in ``[0, 1]`` (for resampling in ``s`` and the distortion loss).
+    """
+    from nerfkit.core.contraction import s_to_t
+    near = jnp.asarray(near)
+    far = jnp.asarray(far)
+    batch = jnp.broadcast_shapes(near.shape, far.shape)[:-1]
+    dtype = jnp.result_type(near, far, jnp.float32)
+    s = _stratified_unit(key, batch, num_samples, randomized, dtype)
+    t = jnp.clip(s_to_t(s, near, far, spacing), near, far)
+    return t, s
