@@ -11,9 +11,7 @@ naming it before structure from motion starts.
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,6 +20,7 @@ import numpy as np
 
 from nerfkit.data.io import IMAGE_EXTENSIONS, downscale_area, read_image, write_image_atomic
 from nerfkit.errors import DataError
+from nerfkit.fileio import atomic_path, write_bytes_atomic
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -104,21 +103,11 @@ def prepare_image(src: Path, dst_dir: Path, taken: set[str]) -> PreparedImage:
                              "rename one")
     taken.add(name)
     dst = dst_dir / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dst_dir)
-    try:
+    with atomic_path(dst) as tmp:
         if data is None:
-            os.close(fd)
             shutil.copyfile(src, tmp)
         else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            tmp.write_bytes(data)
     return PreparedImage(name=name, source=src, size=(int(size[0]), int(size[1])),
                          converted=data is not None)
 
@@ -156,7 +145,6 @@ def write_downscaled(src: Path, out_dirs: dict[int, Path]) -> None:
 def _write_jpeg_atomic(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
-    from nerfkit.data.capture.transforms import write_bytes_atomic
 
     arr = np.round(np.clip(image[..., :3], 0.0, 1.0) * 255.0).astype(np.uint8)
     buf = io.BytesIO()

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nerfkit.fileio import write_bytes_atomic, write_text_atomic
 
 #: nerfstudio's world permutation: COLMAP world (x, y, z) -> (x, z, -y).
 APPLIED_TRANSFORM = np.array([[1.0, 0.0, 0.0, 0.0],
@@ -148,24 +149,6 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray) -> Path
     return write_bytes_atomic(path, header.encode("ascii") + rec.tobytes())
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """``json.dump(obj, indent=4)`` to ``path`` atomically."""
-    return write_bytes_atomic(path, (json.dumps(obj, indent=4) + "\n").encode("utf-8"))
+    """``json.dump(obj, indent=4)`` to ``path`` atomically (nerfstudio's indentation)."""
+    return write_text_atomic(path, json.dumps(obj, indent=4) + "\n")
