@@ -129,6 +129,26 @@ class ExportWeb:
     """Frames of the pre-rendered orbit (families that cannot render live only)."""
 
 
+def _process_type():
+    from nerfkit.data.capture import ProcessImagesConfig, ProcessVideoConfig
+    return Union[
+        Annotated[ProcessImagesConfig, tyro.conf.subcommand(
+            "images", description="Poses for a folder of photos (pycolmap structure from motion)"
+            " -> OUTPUT/transforms.json, images_2/4/8, the COLMAP model.")],
+        Annotated[ProcessVideoConfig, tyro.conf.subcommand(
+            "video", description="Poses for a video: evenly spaced (or sharpest) frames, then "
+            "the same pipeline as images.")],
+    ]
+
+
+def run_process(cfg) -> int:
+    from nerfkit.data.capture import process_data
+    summary = process_data(cfg)
+    print(f"next: nerfkit train ngp --data {summary.get('output', cfg.output)} --downscale 4 "
+          f"--max-minutes 20 --output runs/{Path(cfg.output).name}")
+    return 0
+
+
 ExportCommand = Union[
     Annotated[ExportWeb, tyro.conf.subcommand("web")],
     Annotated[ExportMesh, tyro.conf.subcommand("mesh")],
@@ -353,6 +373,8 @@ def _commands(experiment=None) -> dict[str, tuple[Any, str]]:
                                  "image, video."),
         "distill": (_distill_type(), "Distil a light-field student (r2l, nerdf) from a trained "
                                      "run: nerfkit distill r2l --teacher RUN."),
+        "process-data": (_process_type(), "Your own capture: photos or a video in, camera poses "
+                                          "(structure from motion) and a trainable dataset out."),
         "render": (RenderCommand, "Render a trained run: a dataset split's views, or a camera "
                                   "path as frames and MP4."),
         "eval": (EvalCommand, "Evaluate a trained run on a dataset split (PSNR, SSIM)."),
@@ -406,6 +428,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 )
         if isinstance(cmd, RenderCommand):
             return run_render(cmd)
+        from nerfkit.data.capture import ProcessImagesConfig, ProcessVideoConfig
+        if isinstance(cmd, (ProcessImagesConfig, ProcessVideoConfig)):
+            return run_process(cmd)
         if isinstance(cmd, EvalCommand):
             return run_eval(cmd)
         if isinstance(cmd, DemoCommand):

@@ -97,6 +97,11 @@ def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeom
         },
         "metadata": {k: v for k, v in scene.metadata.items()
                      if isinstance(v, (str, int, float, bool)) or v is None},
+        # Real captures: model = world_transform @ capture coordinates (scale included), so that
+        # renders, camera paths and meshes can be mapped back to the capture's coordinates.
+        "transforms": {k: np.asarray(scene.metadata[k], np.float64).tolist()
+                       for k in ("world_transform", "file_transform", "applied_transform")
+                       if scene.metadata.get(k) is not None},
     })
 
 
