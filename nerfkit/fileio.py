@@ -87,3 +87,15 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=2)
     return Path(path)
+
+
+@contextlib.contextmanager
+def ffmpeg_subprocess() -> Iterator[None]:
+    """Silences JAX's ``os.fork() was called`` RuntimeWarning while imageio starts ffmpeg: the
+    child process execs ffmpeg at once and runs no Python, so the deadlock the warning is about
+    cannot happen, and users saw the warning on every run that wrote a video."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                category=RuntimeWarning)
+        yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -78,3 +78,18 @@ class Batch(NamedTuple):
     rgb: jax.Array
     background: jax.Array
     extras: Optional[dict] = None
+
+
+class DataSource(Protocol):
+    """Where the train step draws its batches from (the protocol every source follows).
+
+    ``data`` is a pytree of device arrays, passed into the jit'd step as an argument (never baked
+    in as a constant); ``sample(data, key, batch_size)`` is a pure, jit-able function of it that
+    returns a :class:`~nerfkit.core.rays.Batch` of ``batch_size`` rays. The object itself holds only
+    static settings.
+    """
+
+    data: Any
+
+    def sample(self, data: Any, key: jax.Array, batch_size: int) -> Batch:
+        ...

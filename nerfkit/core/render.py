@@ -18,7 +18,7 @@ world units (``diff(t) * |direction|``); ``density`` is per world unit.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Required, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,30 @@ from nerfkit.errors import ConfigError
 # Smallest accumulated opacity used as a divisor when normalising the expected depth.
 _ACC_EPS = 1e-10
 
+
+
+class RenderOutput(TypedDict, total=False):
+    """What every family's ``render_rays`` returns for rays of batch shape ``[B]`` (a dict at run
+    time; this names the keys other modules rely on).
+
+    Attributes:
+      rgb: ``[B, 3]`` composited colour. depth: ``[B, 1]`` expected depth ``t``.
+      acc: ``[B, 1]`` accumulated opacity.
+      ray_mask: ``[B, 1]`` bool, rays of a training batch that were rendered (the others are left
+        out of the loss; the occupancy-grid sampler packs active rays).
+      rgb_coarse: ``[B, 3]`` the coarse pass of a two-pass family (NeRF), supervised too.
+      t_mid, weights, density: ``[B, S]`` per-sample depths, compositing weights and densities
+        (a teacher's extras for distillation, :data:`nerfkit.engine.distill.TEACHER_EXTRAS`).
+    """
+
+    rgb: Required[jax.Array]
+    depth: Required[jax.Array]
+    acc: Required[jax.Array]
+    ray_mask: jax.Array
+    rgb_coarse: jax.Array
+    t_mid: jax.Array
+    weights: jax.Array
+    density: jax.Array
 
 def _optical_depth(density: jax.Array, deltas: jax.Array) -> jax.Array:
     """``sigma * delta`` per interval, >= 0, never NaN (``inf * 0 -> 0``, ``inf * d -> huge``)."""

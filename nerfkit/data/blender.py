@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from nerfkit.core.cameras import make_cameras
-from nerfkit.data.io import (  # noqa: F401  (check_rigid_pose & co. re-exported: old imports)
-    IMAGE_EXTENSIONS, LAST_ROW_TOLERANCE, ROTATION_TOLERANCE, check_downscale, check_rigid_pose,
-    load_images_parallel, read_image_downscaled, read_json)
+from nerfkit.data.io import (IMAGE_EXTENSIONS, check_downscale, check_rigid_pose,
+                             load_images_parallel, read_image_downscaled, read_json,
+                             stack_images)
 from nerfkit.data.scene import Scene
 from nerfkit.errors import DataError
 
@@ -117,12 +117,7 @@ def load_blender(root: str | os.PathLike, split: str = "train", downscale: int =
         if (h, w) != (h0, w0):
             raise DataError(p, f"image size {w}x{h} differs from the first image "
                                f"{image_paths[0].name} ({w0}x{h0})")
-    has_alpha = any(img.shape[-1] == 4 for img, _ in loaded)
-    images = np.stack([img[..., :3] for img, _ in loaded])
-    alphas = None
-    if has_alpha:
-        alphas = np.stack([img[..., 3:4] if img.shape[-1] == 4
-                           else np.ones(img.shape[:2] + (1,), np.float32) for img, _ in loaded])
+    images, alphas = stack_images([img for img, _ in loaded])
     del loaded
 
     height, width = images.shape[1:3]

@@ -12,7 +12,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import imageio.v3 as iio
 import numpy as np
@@ -352,3 +352,14 @@ def read_json(path: Path) -> dict:
         raise DataError(path, f"malformed JSON file: top level must be a JSON object, got "
                               f"{type(meta).__name__}")
     return meta
+
+
+def stack_images(images: Sequence[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Stacks same-size ``[H, W, 3|4]`` images into ``rgb [N, H, W, 3]`` and, when any has an
+    alpha channel, ``alpha [N, H, W, 1]`` (1 for the opaque ones); else ``(rgb, None)``."""
+    rgb = np.stack([img[..., :3] for img in images])
+    if not any(img.shape[-1] == 4 for img in images):
+        return rgb, None
+    alpha = np.stack([img[..., 3:4] if img.shape[-1] == 4
+                      else np.ones(img.shape[:2] + (1,), np.float32) for img in images])
+    return rgb, alpha

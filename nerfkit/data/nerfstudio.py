@@ -50,7 +50,7 @@ import numpy as np
 
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.io import (check_downscale, check_rigid_pose, image_size, load_images_parallel,
-                             read_image_downscaled, read_json)
+                             read_image_downscaled, read_json, stack_images)
 from nerfkit.data.poses import orient_and_center_poses
 from nerfkit.data.scene import Scene
 from nerfkit.errors import ConfigError, DataError
@@ -419,12 +419,7 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
         sx, sy = got_w / full_w, got_h / full_h
     else:
         sx = sy = 1.0 / downscale
-    has_alpha = any(img.shape[-1] == 4 for img, _ in loaded)
-    images = np.stack([img[..., :3] for img, _ in loaded])
-    alphas = None
-    if has_alpha:
-        alphas = np.stack([img[..., 3:4] if img.shape[-1] == 4
-                           else np.ones(img.shape[:2] + (1,), np.float32) for img, _ in loaded])
+    images, alphas = stack_images([img for img, _ in loaded])
     del loaded
     height, width = images.shape[1:3]
     cameras = make_cameras(norm.poses[idx], fx[idx] * sx, fy[idx] * sy, width, height,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nerfkit.core.cameras import camera_rays, ndc_rays
+from nerfkit.core.rays import DataSource  # noqa: F401 (the protocol PixelSource follows)
 from nerfkit.core.rays import Batch, Rays, make_rays
 from nerfkit.data.scene import Scene
 

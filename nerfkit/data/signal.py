@@ -26,6 +26,7 @@ import numpy as np
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.io import IMAGE_EXTENSIONS, downscale_area, list_images, read_image_downscaled
 from nerfkit.data.scene import Scene
+from nerfkit.fileio import ffmpeg_subprocess
 from nerfkit.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -95,10 +96,11 @@ def read_video_frames(path: str | os.PathLike, max_frames: Optional[int] = None)
         raise DataError(path, "video file is empty (0 bytes)")
     frames = []
     try:
-        for frame in iio.imiter(path, plugin="FFMPEG"):
-            frames.append(np.asarray(frame))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
+        with ffmpeg_subprocess():
+            for frame in iio.imiter(path, plugin="FFMPEG"):
+                frames.append(np.asarray(frame))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
     except Exception as e:  # ffmpeg reports corrupt/unsupported input as OSError, RuntimeError...
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = lines[-1] if lines else type(e).__name__

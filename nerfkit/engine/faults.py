@@ -2,7 +2,8 @@
 
 ``NERFKIT_TEST_FAULTS`` holds comma-separated ``KIND:STEP`` items (steps count from 1):
 
-* ``kill-step:N``: SIGKILL the process while train step ``N`` runs (right after it is dispatched);
+* ``kill-step:N``: SIGKILL the process at train step ``N``, once it has run and before anything
+  about it is logged or saved;
 * ``kill-checkpoint:N``: SIGKILL it after checkpoint ``N``'s files are written but before orbax
   commits them (its temporary folder is left behind, as after a power cut);
 * ``nan-batch:N``: step ``N`` trains on NaN pixels (non-finite loss and gradients);
@@ -31,6 +32,34 @@ def kill_if(kind: str, step: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FaultInjection:
+    """The train loop's callback (:class:`~nerfkit.engine.trainer.Callback` protocol) that
+    poisons a step's inputs or kills the process inside a step, as ``NERFKIT_TEST_FAULTS`` asks."""
+
+    def on_train_start(self, run_dir, state, start_step) -> None:
+        pass
+
+    def before_step(self, step: int, data: Any, lr: float) -> tuple[Any, float]:
+        data, lr = poison(step, data, lr)
+        return data, lr
+
+    def after_step(self, step: int, state, metrics) -> None:
+        # The step was dispatched and its loss read back: the process dies "inside" it, before
+        # anything about it is logged or saved.
+        kill_if("kill-step", step)
+
+    def on_checkpoint(self, step: int, state) -> None:
+        pass
+
+    def on_train_end(self, summary) -> None:
+        pass
+
+
+def callbacks() -> list[FaultInjection]:
+    """``[FaultInjection()]`` when ``NERFKIT_TEST_FAULTS`` is set, else ``[]``."""
+    return [FaultInjection()] if os.environ.get(ENV) else []
 
 
 def poison(step: int, data: Any, lr: float) -> tuple[Any, float]:

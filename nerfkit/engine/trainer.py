@@ -21,7 +21,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -204,28 +204,95 @@ def periodic_eval_views(num_views: int, eval_views: int) -> list[int]:
     return np.linspace(0, num_views - 1, eval_views).round().astype(int).tolist()
 
 
-def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
-    """Trains ``cfg.model`` on ``cfg.data``; returns a summary (final step, metrics, eval)."""
-    run_dir, resuming = _prepare_run_dir(cfg)
-    main = distributed.is_main()
-    if resuming:
-        old = load_train_config(run_dir)
-        if to_dict(old.model) != to_dict(cfg.model):
-            was, now = to_dict(old.model), to_dict(cfg.model)
-            diff = ", ".join(f"--model.{k.replace('_', '-')} {was.get(k)!r} in the run, "
-                             f"{now.get(k)!r} now" for k in sorted(set(was) | set(now))
-                             if was.get(k) != now.get(k))
-            raise ConfigError(f"{run_dir / 'config.json'}: --resume with a different model "
-                              f"config than the run was trained with ({diff})")
-    model_cfg = cfg.model
+class Callback:
+    """Hooks into :func:`train`; subclass and override what you need (every method is optional).
+
+    ``before_step`` may replace the step's inputs (the test suite's fault injection,
+    :class:`~nerfkit.engine.faults.FaultInjection`, poisons them this way); the others observe.
+    Steps count from 1 (``step`` is the step about to run / just run).
+    """
+
+    def on_train_start(self, run_dir: Path, state: TrainState, start_step: int) -> None:
+        pass
+
+    def before_step(self, step: int, data: Any, lr: float) -> tuple[Any, float]:
+        return data, lr
+
+    def after_step(self, step: int, state: TrainState, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, state: TrainState) -> None:
+        pass
+
+    def on_train_end(self, summary: dict[str, Any]) -> None:
+        pass
+
+
+def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """A resumed run must keep the model config it was trained with."""
+    old = load_train_config(run_dir)
+    if to_dict(old.model) != to_dict(cfg.model):
+        was, now = to_dict(old.model), to_dict(cfg.model)
+        diff = ", ".join(f"--model.{k.replace('_', '-')} {was.get(k)!r} in the run, "
+                         f"{now.get(k)!r} now" for k in sorted(set(was) | set(now))
+                         if was.get(k) != now.get(k))
+        raise ConfigError(f"{run_dir / 'config.json'}: --resume with a different model "
+                          f"config than the run was trained with ({diff})")
+
+
+def _load_splits(cfg: TrainConfig) -> tuple[Scene, Optional[Scene]]:
+    """The training split and, when any evaluation is asked for, the test split (``None`` if the
+    dataset has none; a broken one is an error)."""
     scene = cfg.load_split("train")
     test_scene = None
     if cfg.final_eval or cfg.eval_minutes or (cfg.eval_every and cfg.eval_views > 0):
         try:
             test_scene = cfg.load_split("test")
-        except DataError as e:  # no test split: train without evaluation; a broken one: error
+        except DataError as e:
             if "unknown split" not in e.problem:
                 raise
+    return scene, test_scene
+
+
+def _initial_state(cfg: TrainConfig, info, ckpt: Checkpointer, resuming: bool, mesh):
+    """The model's graph, optimiser and state: fresh, from ``--init-from`` weights, or restored
+    from the run's latest checkpoint. Every state is replicated on the mesh, so that a resumed run
+    executes exactly the same compiled step as an uninterrupted one (bit-identical results), and a
+    checkpoint written with any number of devices or processes restores onto this mesh."""
+    model_cfg = cfg.model
+    graphdef, params, buffers = build_model(model_cfg, info, cfg.seed)
+    restoring = resuming and ckpt.latest_step() is not None
+    tx = model_cfg.optimizer()
+    if cfg.init_from is not None and not restoring:
+        params, buffers = weights_from_run(cfg.init_from, model_cfg, TrainState(
+            params, buffers, tx.init(params), jnp.zeros((), jnp.int32)))
+    state = distributed.put(TrainState(params, buffers, tx.init(params),
+                                       jnp.zeros((), jnp.int32)), distributed.replicated(mesh))
+    if restoring:
+        state = ckpt.restore(state)
+    return graphdef, tx, state
+
+
+def _nonfinite_message(aux: dict, loss: float, step: int, lr: float) -> str:
+    what = ("loss" if not math.isfinite(loss) else
+            "gradients" if not bool(aux.get("finite_grads", True)) else
+            "parameters after the update")
+    return f"non-finite {what} at step {step} (loss {loss}, learning rate {lr:.3g}); "
+
+
+def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Trains ``cfg.model`` on ``cfg.data``; returns a summary (final step, metrics, eval).
+
+    ``callbacks`` (:class:`Callback`) observe the run or replace a step's inputs. With
+    ``NERFKIT_TEST_FAULTS`` set (the test suite), fault injection is added as one of them.
+    """
+    callbacks = [*callbacks, *faults.callbacks()]
+    run_dir, resuming = _prepare_run_dir(cfg)
+    main = distributed.is_main()
+    if resuming:
+        _check_resume_config(run_dir, cfg)
+    model_cfg = cfg.model
+    scene, test_scene = _load_splits(cfg)
     geom = ray_geometry(scene)
     info = scene_info(scene)
     if main:
@@ -234,20 +301,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
 
     mesh = distributed.data_mesh()
     replicated = distributed.replicated(mesh)
-    graphdef, params, buffers = build_model(model_cfg, info, cfg.seed)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-    restoring = resuming and ckpt.latest_step() is not None
-    tx = model_cfg.optimizer()
-    if cfg.init_from is not None and not restoring:
-        params, buffers = weights_from_run(cfg.init_from, model_cfg, TrainState(
-            params, buffers, tx.init(params), jnp.zeros((), jnp.int32)))
-    # Fresh and restored states alike are replicated on the mesh, so that a resumed run executes
-    # exactly the same compiled step as an uninterrupted one (bit-identical results), and a
-    # checkpoint written with any number of devices or processes restores onto this mesh.
-    state = distributed.put(TrainState(params, buffers, tx.init(params),
-                                       jnp.zeros((), jnp.int32)), replicated)
-    if restoring:
-        state = ckpt.restore(state)
+    graphdef, tx, state = _initial_state(cfg, info, ckpt, resuming, mesh)
     start_step = int(state.step)
 
     max_steps = cfg.max_steps
@@ -276,6 +331,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     train_time = distributed.from_main(train_time)
     if resuming and start_step:
         prog.log(f"resuming from checkpoint {start_step} ({ckpt.directory / str(start_step)})")
+    for cb in callbacks:
+        cb.on_train_start(run_dir, state, start_step)
     t_resume = train_time
     rays_per_s = 0.0
     last: dict[str, float] = {}
@@ -292,10 +349,11 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             lr = model_cfg.learning_rate(
                 _progress_fraction(cfg, max_steps, step, train_time), step)
             t0 = time.perf_counter()
-            data_k, lr_k = faults.poison(step + 1, data, lr)  # tests only; else (data, lr)
+            data_k, lr_k = data, lr
+            for cb in callbacks:
+                data_k, lr_k = cb.before_step(step + 1, data_k, lr_k)
             state, aux = step_fn(state, data_k, jax.random.fold_in(base_key, step),
                                  jnp.float32(lr_k))
-            faults.kill_if("kill-step", step + 1)
             loss = float(aux["loss"])
             dt = time.perf_counter() - t0
             train_time += dt
@@ -303,10 +361,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 train_time = distributed.from_main(train_time)
             step += 1
             if not bool(aux["finite"]):
-                what = ("loss" if not math.isfinite(loss) else
-                        "gradients" if not bool(aux.get("finite_grads", True)) else
-                        "parameters after the update")
-                msg = f"non-finite {what} at step {step} (loss {loss}, learning rate {lr:.3g}); "
+                msg = _nonfinite_message(aux, loss, step, lr)
                 if cfg.on_nonfinite == "stop":
                     good = ckpt.latest_step()
                     raise DivergenceError(
@@ -320,6 +375,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 else model_cfg.batch_size / dt
             last = {"loss": loss, "psnr": float(aux["psnr"]), "lr": lr, "rays_per_s": rays_per_s}
             prog.update(step, train_time - t_resume, last)
+            for cb in callbacks:
+                cb.after_step(step, state, last)
             if step % cfg.log_every == 0 or step == max_steps:
                 mf.write(json.dumps({"step": step, "time": train_time, **last}) + "\n")
                 mf.flush()
@@ -335,27 +392,40 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             if step % cfg.checkpoint_every == 0:
                 ckpt.save(step, state)
                 last_saved = step
+                for cb in callbacks:
+                    cb.on_checkpoint(step, state)
         if step != last_saved or ckpt.latest_step() is None:
             ckpt.save(step, state)
+            for cb in callbacks:
+                cb.on_checkpoint(step, state)
         mf.write(json.dumps({"step": step, "time": train_time, "final": True, **last}) + "\n")
     ckpt.close()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step,
                                "train_seconds": train_time, **last}
     if cfg.final_eval and test_scene is not None:
-        if mark_eval is not None and mark_eval["step"] == step:
-            ev = dict(mark_eval)  # the last time mark evaluated this very state already
-        else:
-            ev = evaluate(renderer(state), test_scene)
-        ev["step"] = step
-        if main:
-            write_json_atomic(run_dir / "eval" / "test.json", ev)
-        for mark in pending_marks:  # marks the time limit reached: the final state is theirs
-            if main and cfg.max_minutes is not None and mark >= cfg.max_minutes:
-                write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json",
-                                  {**ev, "minutes": mark, "train_seconds": train_time})
-        summary["test_psnr"] = ev["psnr"]
-        summary["test_ssim"] = ev["ssim"]
+        summary.update(_final_eval(cfg, run_dir, step, train_time, renderer(state), test_scene,
+                                   mark_eval, pending_marks, main))
+    for cb in callbacks:
+        cb.on_train_end(summary)
     return summary
+
+
+def _final_eval(cfg, run_dir, step, train_time, renderer, test_scene, mark_eval, pending_marks,
+                main) -> dict[str, float]:
+    """Evaluates every test view at the end (reusing the last time mark's evaluation of this very
+    state); writes ``eval/test.json`` and the marks the time limit reached."""
+    if mark_eval is not None and mark_eval["step"] == step:
+        ev = dict(mark_eval)
+    else:
+        ev = evaluate(renderer, test_scene)
+    ev["step"] = step
+    if main:
+        write_json_atomic(run_dir / "eval" / "test.json", ev)
+    for mark in pending_marks:  # marks the time limit reached: the final state is theirs
+        if main and cfg.max_minutes is not None and mark >= cfg.max_minutes:
+            write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json",
+                              {**ev, "minutes": mark, "train_seconds": train_time})
+    return {"test_psnr": ev["psnr"], "test_ssim": ev["ssim"]}
 
 
 def distill(cfg: DistillConfig, console=None) -> dict[str, Any]:

@@ -233,17 +233,3 @@ def load_camera_path(path: str | Path, default_frames: int = 120) -> CameraPath:
     frames = int(spec.get("frames", default_frames))
     cp = interpolate_keyframes(np.stack(mats), frames, fov, tms, bool(spec.get("loop", False)))
     return cp._replace(width=spec.get("width"), height=spec.get("height"), fps=spec.get("fps"))
-
-
-def save_camera_path(path: str | Path, keyframes_c2w: np.ndarray, frames: int,
-                     fov_y: Optional[float] = None, fps: int = 30) -> None:
-    """Writes keyframes as a ``nerfkit-camera-path/v1`` JSON file."""
-    kfs = []
-    for m in np.asarray(keyframes_c2w):
-        kf = {"c2w": np.asarray(m)[:3].tolist()}
-        if fov_y is not None:
-            kf["fov_y"] = float(fov_y)
-        kfs.append(kf)
-    from nerfkit.fileio import write_json_atomic
-    write_json_atomic(path, {"format": "nerfkit-camera-path/v1", "frames": frames, "fps": fps,
-                             "keyframes": kfs})

@@ -10,7 +10,7 @@ import numpy as np
 
 from nerfkit.data.io import write_image_atomic
 from nerfkit.errors import NerfkitError
-from nerfkit.fileio import atomic_path
+from nerfkit.fileio import atomic_path, ffmpeg_subprocess
 from nerfkit.export.camera_paths import (CameraPath, load_camera_path, orbit_path,
                                          spiral_path)
 
@@ -60,7 +60,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     h, w = frames[0].shape[:2]
     # H.264 with yuv420p needs even sizes; pad by edge replication.
     pad = ((0, h % 2), (0, w % 2), (0, 0))
-    with atomic_path(path) as tmp:  # a full disk or an interrupt leaves no partial video
+    with atomic_path(path) as tmp, ffmpeg_subprocess():  # no partial video on any failure
         with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8,
                                 macro_block_size=1, ffmpeg_log_level="error") as wr:
             for f in frames:

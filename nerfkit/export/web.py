@@ -26,15 +26,18 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from nerfkit.errors import NerfkitError
+from nerfkit.models.nerdf import NeRDFConfig
+from nerfkit.models.r2l import R2LConfig
 from nerfkit.fileio import write_bytes_atomic
 
-#: Families rendered live in the browser.
-LIVE_FAMILIES = ("r2l", "nerdf")
+#: Config class -> builder of its WebGL2 program ``(cfg, params) -> (program, output)``: the
+#: families rendered live in the browser. A family adds itself with :func:`web_program`.
+WEB_PROGRAMS: dict[type, Callable[[Any, dict], tuple[Any, str]]] = {}
 ASSETS = Path(__file__).with_name("web_assets")
 
 
@@ -95,6 +98,24 @@ def _np(x) -> np.ndarray:
     return np.asarray(x, np.float32)
 
 
+def web_program(config_cls: type):
+    """Decorator: registers a builder of the live browser program for runs whose model config is
+    a ``config_cls`` (families without one get a pre-rendered orbit)."""
+    def register(fn):
+        WEB_PROGRAMS[config_cls] = fn
+        return fn
+    return register
+
+
+def live_program(model_cfg) -> Optional[Callable[[Any, dict], tuple[Any, str]]]:
+    """The registered program builder for ``model_cfg``'s family, or ``None``."""
+    for cls, fn in WEB_PROGRAMS.items():
+        if isinstance(model_cfg, cls):
+            return fn
+    return None
+
+
+@web_program(R2LConfig)
 def r2l_program(cfg, params: dict) -> tuple[_Program, str]:
     """R2L (:class:`nerfkit.nn.residual.ResidualMLP`): ``h0 = relu(enc W_in)``; per block
     ``t = relu(h W1 + b1)``, ``h = h + t W2 + b2``; ``rgb = sigmoid((h + h0) W_out)``."""
@@ -115,6 +136,7 @@ def r2l_program(cfg, params: dict) -> tuple[_Program, str]:
     return prog, "rgb"
 
 
+@web_program(NeRDFConfig)
 def nerdf_program(cfg, params: dict) -> tuple[_Program, str]:
     """NeRDF (:class:`nerfkit.models.nerdf.NeRDFNet`): ``h = relu(enc W_0)``; layer ``skip``
     ``h = relu([h, enc] W)``, the others ``h = relu(h W + b + h)``; a linear head to the
@@ -176,7 +198,7 @@ def export_live(run, out: Path) -> dict[str, Any]:
     family = run.cfg.model.family
     cfg = run.cfg.model
     params = _pure(run.params)
-    prog, output = (r2l_program if family == "r2l" else nerdf_program)(cfg, params)
+    prog, output = live_program(cfg)(cfg, params)
     out.mkdir(parents=True, exist_ok=True)
     layers, offset, blobs = [], 0, []
     for tex in prog.layers:
@@ -259,7 +281,7 @@ def export_web(run, out: os.PathLike, frames: int = 60, fps: int = 30) -> dict[s
         raise NerfkitError(f"{run.run_dir}: dynamic (time-dependent) runs have no web viewer yet")
     if frames < 1:
         raise NerfkitError(f"export web: --frames must be >= 1, got {frames}")
-    if run.cfg.model.family in LIVE_FAMILIES:
+    if live_program(run.cfg.model) is not None:
         return export_live(run, out)
     return export_prerendered(run, out, frames, fps)
 

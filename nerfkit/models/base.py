@@ -17,7 +17,8 @@ import tyro
 from flax import nnx
 
 from nerfkit.core import losses
-from nerfkit.core.rays import Batch, Rays
+from nerfkit.core.render import RenderOutput
+from nerfkit.core.rays import Batch, DataSource, Rays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Model(nnx.Module):
     """
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
-                    background: jax.Array) -> dict[str, jax.Array]:
+                    background: jax.Array) -> RenderOutput:
         """Renders rays with batch shape ``[B]``.
 
         Args:
@@ -57,7 +58,7 @@ class Model(nnx.Module):
         """
         raise NotImplementedError
 
-    def loss(self, outputs: dict[str, jax.Array], batch: "Batch",
+    def loss(self, outputs: RenderOutput, batch: "Batch",
              key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar loss and metrics for ``outputs`` of :meth:`render_rays` on ``batch``
         (:class:`~nerfkit.core.rays.Batch`); default: MSE of ``rgb`` against ``batch.rgb``
@@ -142,9 +143,10 @@ class ModelConfig:
             lr *= a + (1.0 - a) * step / self.lr_warmup_steps
         return lr
 
-    def data_source(self, scene: Any, train_cfg: Any) -> Any:
-        """Where training batches come from; ``None`` (the default) means random pixels of the
-        training images. See :class:`~nerfkit.data.raysource.PixelSource` for the protocol."""
+    def data_source(self, scene: Any, train_cfg: Any) -> Optional[DataSource]:
+        """Where training batches come from (a :class:`~nerfkit.core.rays.DataSource`);
+        ``None`` (the default) means random pixels of the training images
+        (:class:`~nerfkit.data.raysource.PixelSource`)."""
         return None
 
     def optimizer(self) -> optax.GradientTransformation:

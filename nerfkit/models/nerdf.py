@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nerfkit.core import encodings, losses, render, samplers
+from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import Batch, Rays
 from nerfkit.errors import ConfigError
 from nerfkit.models.registry import register_family, register_preset
@@ -233,7 +234,7 @@ class NeRDF(Model):
         return self.net(encodings.ray_encoding(pts, self.cfg.pos_freqs))
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
-                    background: jax.Array) -> dict[str, jax.Array]:
+                    background: jax.Array) -> RenderOutput:
         randomized = train and key is not None
         k_pts, k_t = jax.random.split(key) if randomized else (None, None)
         coeffs = self.coefficients(rays, k_pts, randomized)
@@ -245,7 +246,7 @@ class NeRDF(Model):
         out["coeffs"] = coeffs
         return out
 
-    def loss(self, outputs: dict[str, jax.Array], batch: Batch,
+    def loss(self, outputs: RenderOutput, batch: Batch,
              key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         mse = losses.mse(outputs["rgb"], batch.rgb)
         metrics = {"mse": mse}

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nerfkit.core import encodings, render, samplers
+from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import Rays
 from nerfkit.errors import ConfigError
 from nerfkit.models.registry import register_family, register_preset
@@ -201,7 +202,7 @@ class NeRF(Model):
         return jax.nn.relu(raw), rgb
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
-                    background: jax.Array) -> dict[str, jax.Array]:
+                    background: jax.Array) -> RenderOutput:
         cfg = self.cfg
         keys = jax.random.split(key, 4) if key is not None else [None] * 4
         randomized = train and key is not None

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nerfkit.core import encodings, losses
+from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import Batch, Rays
 from nerfkit.errors import ConfigError
 from nerfkit.models.registry import register_family, register_preset
@@ -147,12 +148,12 @@ class R2L(Model):
         return self.net(encodings.ray_encoding(pts, self.cfg.pos_freqs))
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
-                    background: jax.Array) -> dict[str, jax.Array]:
+                    background: jax.Array) -> RenderOutput:
         del background  # baked into the light field
         rgb = self.rgb(rays, key, train and key is not None)
         return {"rgb": rgb, "depth": rays.far, "acc": jnp.ones_like(rays.far)}
 
-    def loss(self, outputs: dict[str, jax.Array], batch: Batch,
+    def loss(self, outputs: RenderOutput, batch: Batch,
              key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """MSE; with hard mining, over the batch plus the replayed pool rays (once the pool is
         full), and the pool is updated with this batch's hardest rays."""

@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 
 from nerfkit.core import encodings
+from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import Rays
 from nerfkit.errors import ConfigError
 from nerfkit.models.registry import register_family, register_preset
@@ -125,18 +126,13 @@ class SignalField(Model):
         return 0.5 + 0.5 * out
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
-                    background: jax.Array) -> dict[str, jax.Array]:
+                    background: jax.Array) -> RenderOutput:
         rgb = self.field(rays.directions[..., :2], rays.time if self.timed else None)
         ones = jnp.ones((*rgb.shape[:-1], 1), rgb.dtype)
         return {"rgb": rgb, "depth": ones, "acc": ones}
 
 
-def num_params(model: nnx.Module) -> int:
-    """Number of trainable scalars of a model."""
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))))
-
-
-__all__ = ["SignalConfig", "SignalField", "num_params"]
+__all__ = ["SignalConfig", "SignalField"]
 
 
 register_preset(

@@ -27,5 +27,4 @@ class HashEncoding(nnx.Module):
             # kernel on its own points (replicated tables, summed table gradients).
             return local_map(lambda xs, t: hash_encode_ffi(t, xs, self.cfg), x,
                              self.tables[...])
-        encode = getattr(hashgrid, "hash_encode", hashgrid.hash_encode_naive)
-        return encode(self.tables[...], x, self.cfg)
+        return hashgrid.hash_encode(self.tables[...], x, self.cfg)
