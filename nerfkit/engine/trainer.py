@@ -32,6 +32,7 @@ from flax import nnx
 
 from nerfkit.core import losses as losses_lib
 from nerfkit.core import metrics as metrics_lib
+from nerfkit.core.distortion import PINHOLE, check_camera_model
 from nerfkit.core.sharding import shard_batch
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import PixelSource, RayGeometry, ray_geometry
@@ -202,7 +203,8 @@ def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeom
         "max_frames": cfg.max_frames,
         "info": to_dict(scene_info(scene)),
         "geometry": {"near": geom.near, "far": geom.far,
-                     "ndc": None if geom.ndc is None else list(geom.ndc)},
+                     "ndc": None if geom.ndc is None else list(geom.ndc),
+                     "camera_model": geom.camera_model},
         "train_cameras": {
             "width": cams.width, "height": cams.height,
             "c2w": np.asarray(cams.c2w).tolist(),
@@ -252,7 +254,8 @@ def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
         g = sj["geometry"]
         geom = RayGeometry(g["near"], g["far"], None if g["ndc"] is None else
                            (float(g["ndc"][0]), int(g["ndc"][1]), int(g["ndc"][2]),
-                            float(g["ndc"][3])))
+                            float(g["ndc"][3])),
+                           check_camera_model(g.get("camera_model", PINHOLE)))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({type(e).__name__}: {e})") from e
     graphdef, params, buffers = build_model(cfg.model, info, cfg.seed)
