@@ -20,6 +20,8 @@ class Rays(NamedTuple):
       near: ``[..., 1]`` start of the integration interval, in units of ``t``.
       far: ``[..., 1]`` end of the integration interval.
       time: optional ``[..., 1]`` normalised time in ``[0, 1]`` for dynamic scenes.
+      camera_index: optional ``[..., 1]`` int32 index of the training image each ray comes from
+        (for per-image embeddings); ``None`` when unknown (test views, novel and pseudo views).
     """
 
     origins: jax.Array
@@ -28,6 +30,7 @@ class Rays(NamedTuple):
     near: jax.Array
     far: jax.Array
     time: Optional[jax.Array] = None
+    camera_index: Optional[jax.Array] = None
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -54,10 +57,12 @@ def make_rays(
     near: float | jax.Array,
     far: float | jax.Array,
     time: Optional[jax.Array] = None,
+    camera_index: Optional[jax.Array] = None,
 ) -> Rays:
     """Builds :class:`Rays` from origins ``[...,3]`` and directions ``[...,3]``.
 
-    ``near``/``far`` may be scalars or ``[..., 1]`` arrays; ``time`` a scalar-per-ray ``[..., 1]``.
+    ``near``/``far`` may be scalars or ``[..., 1]`` arrays; ``time`` a scalar-per-ray ``[..., 1]``;
+    ``camera_index`` one integer per ray (``[...]`` or ``[..., 1]``, stored as int32 ``[..., 1]``).
     """
     batch = origins.shape[:-1]
     norm = jnp.linalg.norm(directions, axis=-1, keepdims=True)
@@ -66,7 +71,12 @@ def make_rays(
     far = jnp.broadcast_to(jnp.asarray(far, origins.dtype), (*batch, 1))
     if time is not None:
         time = jnp.broadcast_to(jnp.asarray(time, origins.dtype).reshape(*batch, 1), (*batch, 1))
-    return Rays(origins, directions, viewdirs, near, far, time)
+    if camera_index is not None:
+        camera_index = jnp.asarray(camera_index, jnp.int32)
+        if camera_index.shape == batch:
+            camera_index = camera_index[..., None]
+        camera_index = jnp.broadcast_to(camera_index, (*batch, 1))
+    return Rays(origins, directions, viewdirs, near, far, time, camera_index)
 
 
 class Batch(NamedTuple):

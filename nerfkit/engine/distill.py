@@ -75,7 +75,7 @@ def _same_geometry(a: RayGeometry, b: RayGeometry) -> bool:
     if not (math.isclose(a.near, b.near, rel_tol=1e-5, abs_tol=1e-6)
             and math.isclose(a.far, b.far, rel_tol=1e-5, abs_tol=1e-6)):
         return False
-    if (a.ndc is None) != (b.ndc is None):
+    if (a.ndc is None) != (b.ndc is None) or a.camera_model != b.camera_model:
         return False
     return a.ndc is None or np.allclose(np.asarray(a.ndc, np.float64),
                                         np.asarray(b.ndc, np.float64), rtol=1e-5)
@@ -161,6 +161,9 @@ class TeacherSource:
         real = None
         if n_real:
             real = sample_batch(data.pixels, self.geom, k_real, n_real, self.background)
+            # Pseudo and cached rays come from no training image: drop the real rays' index so
+            # that every batch has one pytree structure (concatenated below).
+            real = real._replace(rays=real.rays._replace(camera_index=None))
             parts.append(real.rays)
             bgs.append(real.background)
         if data.cache is not None:

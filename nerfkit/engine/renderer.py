@@ -113,10 +113,12 @@ class Renderer:
         return {k: v.reshape(*shape, -1) for k, v in full.items()}
 
     def render_camera(self, c2w, intrinsics, width: int, height: int,
-                      background: np.ndarray, time: Optional[float] = None
-                      ) -> dict[str, np.ndarray]:
-        """Renders one ``height x width`` image from ``c2w [3,4]``, ``intrinsics [4]``."""
-        rays = camera_image_rays(self.geom, c2w, intrinsics, width, height, time)
+                      background: np.ndarray, time: Optional[float] = None,
+                      distortion: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+        """Renders one ``height x width`` image from ``c2w [3,4]``, ``intrinsics [4]`` and optional
+        lens ``distortion [6]`` (model ``self.geom.camera_model``; ``None``: pinhole)."""
+        rays = camera_image_rays(self.geom, c2w, intrinsics, width, height, time,
+                                 distortion=distortion)
         return self.render_rays(rays, background)
 
     def render_view(self, scene: Scene, index: int) -> dict[str, np.ndarray]:
@@ -124,5 +126,6 @@ class Renderer:
         cams = scene.cameras
         intr = np.array([cams.fx[index], cams.fy[index], cams.cx[index], cams.cy[index]])
         t = None if scene.times is None else float(scene.times[index])
+        d = None if cams.distortion is None else cams.distortion[index]
         return self.render_camera(cams.c2w[index], intr, cams.width, cams.height,
-                                  scene.background, t)
+                                  scene.background, t, d)

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from nerfkit.core.distortion import PINHOLE, check_camera_model
 from nerfkit.data import load_scene
 from nerfkit.data.raysource import RayGeometry
 from nerfkit.data.scene import Scene
@@ -88,7 +89,8 @@ def save_scene_json(run_dir: Path, cfg: TrainConfig, scene: Scene, geom: RayGeom
         "max_frames": cfg.max_frames,
         "info": to_dict(scene_info(scene)),
         "geometry": {"near": geom.near, "far": geom.far,
-                     "ndc": None if geom.ndc is None else list(geom.ndc)},
+                     "ndc": None if geom.ndc is None else list(geom.ndc),
+                     "camera_model": geom.camera_model},
         "train_cameras": {
             "width": cams.width, "height": cams.height,
             "c2w": np.asarray(cams.c2w).tolist(),
@@ -144,7 +146,8 @@ def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
         g = sj["geometry"]
         geom = RayGeometry(g["near"], g["far"], None if g["ndc"] is None else
                            (float(g["ndc"][0]), int(g["ndc"][1]), int(g["ndc"][2]),
-                            float(g["ndc"][3])))
+                            float(g["ndc"][3])),
+                           check_camera_model(g.get("camera_model", PINHOLE)))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({type(e).__name__}: {e})") from e
     graphdef, target, _ = init_state(cfg.model, info, cfg.seed)

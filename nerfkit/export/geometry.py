@@ -106,7 +106,9 @@ def extract_pointcloud(run, split: str = "train", max_views: int = 20, min_acc: 
     for i in views:
         intr = np.array([cams.fx[i], cams.fy[i], cams.cx[i], cams.cy[i]], np.float32)
         t = None if scene.times is None else float(scene.times[i])
-        rays = camera_image_rays(run.geom, cams.c2w[i], intr, cams.width, cams.height, t)
+        d = None if cams.distortion is None else cams.distortion[i]
+        rays = camera_image_rays(run.geom, cams.c2w[i], intr, cams.width, cams.height, t,
+                                 distortion=d)
         rays = jax.tree_util.tree_map(lambda x: x[::stride, ::stride], rays)
         out = renderer.render_rays(rays, scene.background)
         keep = out["acc"][..., 0] > min_acc
