@@ -422,8 +422,13 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
     images, alphas = stack_images([img for img, _ in loaded])
     del loaded
     height, width = images.shape[1:3]
+    # Distortion coefficients act on normalised coordinates: the same at every resolution.
+    dist = np.asarray(distortion, np.float32)[idx]
+    distorted = model != "PINHOLE" and bool(np.any(dist != 0))
     cameras = make_cameras(norm.poses[idx], fx[idx] * sx, fy[idx] * sy, width, height,
-                           cx=cx[idx] * sx, cy=cy[idx] * sy)
+                           cx=cx[idx] * sx, cy=cy[idx] * sy,
+                           distortion=dist if distorted else None,
+                           camera_model=model if distorted else None)
     c2f = np.eye(4) if capture_to_file is None else np.asarray(capture_to_file, np.float64)
     meta = {
         "format": fmt,

@@ -136,10 +136,14 @@ def test_camera_models(tmp_path):
     assert s.metadata["camera_model"] == "OPENCV_FISHEYE"
     np.testing.assert_allclose(s.metadata["distortion"][0], [0.01, -0.002, 0.003, -0.001, 0, 0],
                                rtol=1e-6)
+    # ... and it reaches the cameras, so that rays are undistorted (core/distortion.py).
+    assert s.cameras.camera_model == "OPENCV_FISHEYE"
+    np.testing.assert_allclose(s.cameras.distortion, s.metadata["distortion"])
     _capture(tmp_path / "p", n=3, meta={"camera_model": "PINHOLE", "k1": None, "k2": None,
                                         "p1": None, "p2": None})
     s = load_nerfstudio(tmp_path / "p", "all")
     assert s.metadata["camera_model"] == "PINHOLE" and not s.metadata["distortion"].any()
+    assert s.cameras.distortion is None
     for meta, msg in [({"camera_model": "EQUIRECTANGULAR"}, "unsupported camera_model"),
                       ({"camera_model": "PINHOLE"}, "PINHOLE but 'k1' is non-zero"),
                       ({"camera_model": "OPENCV_FISHEYE"}, "'p1'/'p2' must be 0"),
