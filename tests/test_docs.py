@@ -62,3 +62,21 @@ def test_check_refs_reports_a_reference_to_nothing():
         "fake_module.other: :meth:`Thing.missing`",
         "fake_module.Thing.render: :attr:`value`",
     ]
+
+
+def test_markdown_links_point_to_files_that_exist():
+    import re
+    pages = [ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "examples" / "README.md",
+             ROOT / "configs" / "README.md"]
+    links = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)\)", page.read_text()):
+            if "://" in target:
+                continue
+            links += 1
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+    assert links >= 15
+    readme = (ROOT / "README.md").read_text()
+    assert "nerfkit/configs.py" not in readme
+    assert "nerfkit/configs.py" not in (ROOT / "configs" / "README.md").read_text()
+    assert "bash docs/build_api.sh" in readme
