@@ -1,7 +1,5 @@
 """The ray batch pytree shared by every sampler, model and renderer."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple, Optional, Protocol
 
 import jax

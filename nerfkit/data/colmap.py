@@ -28,8 +28,6 @@ data parser does (``nerfstudio/data/dataparsers/colmap_dataparser.py``,
 poses converted to OpenGL camera-to-world and normalised by :mod:`nerfkit.data.poses`.
 """
 
-from __future__ import annotations
-
 import math
 import os
 import struct

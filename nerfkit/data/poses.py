@@ -17,8 +17,6 @@ orthonormal. Render paths, meshes and point clouds made in model space map back 
 ``inv(T)``.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import numpy as np

@@ -22,8 +22,6 @@ The pixel is uniform over the image of a randomly chosen training camera (its in
 ray is built like a training ray (:func:`~nerfkit.data.raysource.build_rays`, NDC warp included).
 """
 
-from __future__ import annotations
-
 import math
 from typing import NamedTuple, Optional
 

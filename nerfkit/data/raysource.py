@@ -8,8 +8,6 @@ the targets onto the background. Each ray records the training image it comes fr
 (``Rays.camera_index``). Nothing is copied from the host per step.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple, Optional
 
 import jax
@@ -57,7 +55,8 @@ class PixelSource:
     (passed into the jit'd step as an argument, never baked in as a constant) and
     ``sample(data, key, batch_size) -> Batch`` is a pure, jit-able function of it; the object
     itself only holds static settings. Families with other supervision (a distillation teacher,
-    2D signals) provide their own source through :meth:`ModelConfig.data_source`.
+    2D signals) provide their own source through
+    :meth:`~nerfkit.models.base.ModelConfig.data_source`.
     """
 
     def __init__(self, scene: Scene, background: str = "white", jitter: bool = False):

@@ -4,8 +4,6 @@ Configs are rebuilt from JSON by field name (never by pickling live objects), so
 older nerfkit still loads: missing fields take today's defaults; unknown fields are a clear error.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import os

@@ -23,8 +23,6 @@ pseudo dataset, which leaves every training step to the student. Cached colours 
 black background with the teacher's opacity, so random backgrounds still work.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import math

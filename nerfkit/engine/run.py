@@ -15,8 +15,6 @@ Example::
     image = run.renderer().render_image(...)
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Optional

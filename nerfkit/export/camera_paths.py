@@ -20,8 +20,6 @@ Positions follow a centripetal Catmull-Rom spline through the keyframes, orienta
 spherical-linear interpolation of their quaternions, field of view and time a linear one.
 """
 
-from __future__ import annotations
-
 import json
 import math
 from pathlib import Path

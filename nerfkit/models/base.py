@@ -5,8 +5,6 @@ whose :meth:`ModelConfig.build` returns a :class:`Model` (a Flax NNX module). Th
 calls the four methods of :class:`Model`; adding a family never touches the trainer.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import math
 from typing import Annotated, Any, ClassVar, Optional

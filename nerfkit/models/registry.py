@@ -18,8 +18,6 @@ package (a research script) records where it lives in every run's ``config.json`
 render``, ``eval`` and ``export`` of its runs import it again by themselves.
 """
 
-from __future__ import annotations
-
 import importlib
 import importlib.util
 import sys

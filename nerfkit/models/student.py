@@ -7,8 +7,6 @@ directory and checks what the teacher provides (:meth:`StudentConfig.check_teach
 ``teacher`` unset the student trains on the real pixels like any other family.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Annotated, Any, Optional
 

@@ -12,7 +12,7 @@
   plane), view direction (2D plane over its angles) or position (3D tri-plane: the sum of three
   axis-aligned planes). ``gamma`` starts at 1 and ``beta`` at 0. The grids are
   :class:`GridParam` variables so that the optimiser gives them their own learning rate
-  (:func:`nerfkit.models.base.grid_label`). The normalisation is over the channels of each sample
+  (:func:`nerfkit.models.base.grid_labels`). The normalisation is over the channels of each sample
   (layer normalisation without affine parameters), so a render never depends on its batch.
 
 Both are plain options of :class:`nerfkit.nn.mlp.MLP` (:class:`ResFieldsConfig`,
