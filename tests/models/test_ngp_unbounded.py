@@ -49,6 +49,14 @@ def _with_index(rays: Rays, ids) -> Rays:
     return r
 
 
+def _render(model, rays, key=None, train=False, background=None):
+    """``model.render_rays`` under jit (rays, key and background closed over as constants)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    fn = lambda p: nnx.merge(graphdef, p, rest).render_rays(rays, key, train=train,
+                                                            background=background)
+    return jax.jit(fn)(params)
+
+
 def _tree_shapes(tree):
     return jax.tree_util.tree_map(lambda a: tuple(a.shape), tree)
 
@@ -69,8 +77,8 @@ def test_bounded_scene_builds_the_bounded_model():
                     jax.tree_util.tree_leaves(nnx.state(forced, nnx.Param))):
         np.testing.assert_array_equal(a, b)
     rays, bg = _rays(), jnp.full((6, 3), 0.3)
-    out_a = auto.render_rays(rays, None, train=False, background=bg)
-    out_f = forced.render_rays(rays, None, train=False, background=bg)
+    out_a = _render(auto, rays, background=bg)
+    out_f = _render(forced, rays, background=bg)
     np.testing.assert_array_equal(out_a["rgb"], out_f["rgb"])
     # The grid still spans the scene box (not the contracted cube).
     np.testing.assert_array_equal(auto.grid.get_value().aabb, np.asarray(BOUNDED.aabb, np.float32))
@@ -106,13 +114,13 @@ def test_unbounded_render_shapes_reach_and_empty_grid():
     m = SMALL.build(UNBOUNDED, nnx.Rngs(0))
     rays = _rays(5, origin=(0.0, 0.0, 0.5), near=0.05, far=1000.0)
     bg = jnp.zeros((5, 3))
-    out = m.render_rays(rays, jax.random.key(0), train=True, background=bg)
+    out = _render(m, rays, jax.random.key(0), train=True, background=bg)
     assert out["rgb"].shape == (5, 3) and out["depth"].shape == (5, 1)
     assert out["weights"].shape == (5, SMALL.num_samples)
     assert out["ray_mask"].shape == (5, 1)
     g = m.grid.get_value()
     m.grid.set_value(g._replace(occupied=jnp.zeros_like(g.occupied)))
-    out = m.render_rays(rays, None, train=False, background=jnp.full((5, 3), 0.7))
+    out = _render(m, rays, background=jnp.full((5, 3), 0.7))
     np.testing.assert_allclose(out["rgb"], 0.7, atol=1e-7)
     np.testing.assert_allclose(out["acc"], 0.0, atol=1e-7)
 
@@ -127,7 +135,7 @@ def test_appearance_gradients_only_for_images_in_batch():
         model = nnx.merge(graphdef, params, rest)
         return jnp.sum(model.render_rays(rays, None, train=False, background=bg)["rgb"])
 
-    g = jax.grad(loss)(params)["appearance"]["embedding"]["embedding"][...]
+    g = jax.jit(jax.grad(loss))(params)["appearance"]["embedding"]["embedding"][...]
     row_norm = np.abs(np.asarray(g)).sum(-1)
     assert row_norm[1] > 0 and row_norm[3] > 0
     np.testing.assert_array_equal(row_norm[[0, 2, 4]], 0.0)
@@ -138,7 +146,7 @@ def test_appearance_gradients_only_for_images_in_batch():
         model = nnx.merge(graphdef, params, rest)
         return jnp.sum(model.render_rays(plain, None, train=False, background=bg)["rgb"])
 
-    g = jax.grad(loss_plain)(params)["appearance"]["embedding"]["embedding"][...]
+    g = jax.jit(jax.grad(loss_plain))(params)["appearance"]["embedding"]["embedding"][...]
     np.testing.assert_array_equal(g, 0.0)
     # The mean vector is what unseen cameras get: equal to rendering with the table's mean.
     model = nnx.merge(graphdef, params, rest)
@@ -153,7 +161,7 @@ def test_distortion_loss_term():
     cfg = dataclasses.replace(SMALL, distortion_loss_weight=0.01)
     m = cfg.build(UNBOUNDED, nnx.Rngs(0))
     rays = _rays(4, origin=(0.0, 0.0, 0.5), near=0.05, far=1000.0)
-    out = m.render_rays(rays, None, train=False, background=jnp.zeros((4, 3)))
+    out = _render(m, rays, background=jnp.zeros((4, 3)))
     assert out["s_starts"].shape == (4, SMALL.num_samples)
     assert bool(jnp.all((out["s_starts"] >= 0) & (out["s_ends"] <= 1)))
     batch = Batch(rays, jnp.zeros((4, 3)), jnp.zeros((4, 3)))
