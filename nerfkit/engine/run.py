@@ -48,12 +48,14 @@ class TrainState(NamedTuple):
 
 
 def scene_info(scene: Scene) -> SceneInfo:
+    """What a model may know of ``scene`` (its training split): box, bounds, flags, image count."""
     aabb = np.asarray(scene.aabb, np.float64)
     return SceneInfo(
         aabb=(tuple(map(float, aabb[0])), tuple(map(float, aabb[1]))),
         near=float(scene.near), far=float(scene.far), ndc=bool(scene.ndc),
         white_background=bool(scene.white_background), has_time=scene.times is not None,
-        num_frames=0 if scene.times is None else int(len(np.unique(scene.times))))
+        num_frames=0 if scene.times is None else int(len(np.unique(scene.times))),
+        unbounded=bool(getattr(scene, "unbounded", False)), num_images=len(scene))
 
 
 def build_model(model_cfg: ModelConfig, info: SceneInfo, seed: int

@@ -71,11 +71,13 @@ def _focus_point(c2w: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
-def orbit_path(train_c2w: np.ndarray, frames: int) -> CameraPath:
-    """A full circle around the training cameras' focus point, at their mean distance and
-    elevation, around their mean up direction (360-degree scenes such as NeRF-Synthetic)."""
+def orbit_path(train_c2w: np.ndarray, frames: int, target=None) -> CameraPath:
+    """A full circle around ``target`` (default: the training cameras' focus point), at the
+    cameras' mean distance from it and mean height along their mean up direction, looking at it
+    (360-degree scenes such as NeRF-Synthetic; unbounded captures pass the origin, the centre of
+    the scene the loaders centred the poses on)."""
     c2w = np.asarray(train_c2w, np.float64)
-    target = _focus_point(c2w)
+    target = _focus_point(c2w) if target is None else np.asarray(target, np.float64)
     up = c2w[:, :3, 1].mean(0)
     up /= np.linalg.norm(up)
     rel = c2w[:, :3, 3] - target

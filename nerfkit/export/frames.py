@@ -45,10 +45,13 @@ def render_split(run, split: str, output: Path, depth: bool = False,
 
 
 def resolve_camera_path(run, spec: str, frames: int) -> CameraPath:
-    """``orbit``, ``spiral`` or a JSON file -> :class:`CameraPath`."""
+    """``orbit``, ``spiral`` or a JSON file -> :class:`CameraPath`. The orbit of an unbounded
+    scene circles the origin (the centre of the capture's content) at the cameras' radius and
+    height; other scenes circle the cameras' focus point."""
     c2w = np.asarray(run.scene_json["train_cameras"]["c2w"], np.float32)
     if spec == "orbit":
-        return orbit_path(c2w, frames)
+        return orbit_path(c2w, frames,
+                          np.zeros(3) if getattr(run.info, "unbounded", False) else None)
     if spec == "spiral":
         return spiral_path(c2w, frames)
     return load_camera_path(spec, frames)

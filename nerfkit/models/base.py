@@ -25,6 +25,10 @@ class SceneInfo:
 
     ``aabb`` is ``((xmin, ymin, zmin), (xmax, ymax, zmax))`` in model coordinates; ``near``/``far``
     bound ``t``; ``ndc`` marks forward-facing scenes in normalised device coordinates.
+    ``unbounded`` marks real captures whose content reaches far beyond ``aabb`` (the cameras and
+    the foreground lie inside it; a model contracts the space beyond); ``num_images`` is the
+    number of training images (the rows of per-image tables such as appearance embeddings; 0
+    when unknown, as in runs saved before it existed).
     """
 
     aabb: tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -34,6 +38,8 @@ class SceneInfo:
     white_background: bool = True
     has_time: bool = False
     num_frames: int = 0
+    unbounded: bool = False
+    num_images: int = 0
 
 
 class Model(nnx.Module):
