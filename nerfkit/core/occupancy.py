@@ -567,3 +567,79 @@ def march_rays_contracted(rays: Rays, grid: OccupancyGrid, num_samples: int, *,
     shape = (*batch, s_out)
     return (jax.lax.stop_gradient(t_starts).reshape(shape),
             jax.lax.stop_gradient(t_ends).reshape(shape), mask.reshape(shape))
+
+
+def occupied_samples_contracted(rays: Rays, grid: OccupancyGrid, num_samples: int, *,
+                                cone_angle: float, dt_min: float, dt_max: float = 1e10,
+                                max_candidates: int, key: Optional[jax.Array] = None,
+                                norm: str = "l2") -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``num_samples`` samples per ray spread over *all* its occupied cone steps, near to far.
+
+    The unbounded counterpart of :func:`occupied_samples`. The ray is cut into the cone steps of
+    :func:`march_rays_contracted` (step length grows with distance, so steps are about evenly
+    spaced in log-distance, like mip-NeRF 360's disparity spacing); the ``M`` occupied ones are
+    concatenated and counted as one unit each, and the ``S`` samples are spread evenly over
+    those ``M`` units (stratified: sample ``i`` covers units ``[i M/S, (i+1) M/S)``, placed at its
+    centre or, with ``key``, uniformly inside). Each sample stands for the occupied world length
+    of its units, so every occupied step is covered whatever ``M`` is: samples always reach
+    ``far`` (the nearest-``S`` compaction of :func:`march_rays_contracted` stops short when many
+    steps are occupied, e.g. early in training), and they concentrate where the grid is occupied
+    as it empties.
+
+    Args:
+      rays: batch ``[...]``; grid: from :func:`init_contracted_occupancy`; num_samples: ``S``.
+      cone_angle, dt_min, dt_max, max_candidates, norm: as :func:`march_rays_contracted`.
+      key: stratified jitter (training); ``None``: stratum centres.
+    Returns:
+      ``t_mid [..., S]`` sorted sample positions (units of ``t``), ``deltas [..., S]`` the occupied
+      length in ``t`` each stands for, and ``valid [..., S]`` (false for rays with no occupied
+      step; their samples carry zero length).
+    """
+    from nerfkit.core.contraction import contract
+    _check_cone(cone_angle, dt_min, dt_max)
+    s_out, k_max = int(num_samples), int(max_candidates)
+    batch = rays.origins.shape[:-1]
+    o = rays.origins.reshape(-1, 3)
+    d = rays.directions.reshape(-1, 3)
+    near = rays.near.reshape(-1)
+    far = rays.far.reshape(-1)
+    n = o.shape[0]
+    dn = jnp.maximum(jnp.linalg.norm(d, axis=-1), 1e-12)        # [n]: world length per unit t
+    r_near, r_far = near * dn, far * dn
+    edges = cone_step_edges(r_near, k_max, cone_angle, dt_min, dt_max)  # [n, K+1] world
+    rs = edges[:, :-1]
+    re = jnp.minimum(edges[:, 1:], r_far[:, None])
+    mid = 0.5 * (rs + re) / dn[:, None]
+    x = o[:, None, :] + mid[..., None] * d[:, None, :]
+    keep = (rs < r_far[:, None]) & is_occupied(grid, contract(x, norm))     # [n, K]
+    length = jnp.where(keep, jnp.maximum(re - rs, 0.0), 0.0)
+    count = jnp.cumsum(keep.astype(jnp.float32), axis=-1)      # [n, K] inclusive
+    cum_len = jnp.cumsum(length, axis=-1)                      # [n, K] inclusive
+    m = count[:, -1:]                                          # [n, 1] occupied steps
+
+    def locate(u):
+        """World distance and occupied length at unit position ``u [n, J]`` (in ``[0, M]``)."""
+        k = jnp.clip(jnp.floor(u), 0.0, jnp.maximum(m - 1.0, 0.0))     # occupied index
+        frac = u - k
+        src = jax.vmap(lambda c, q: jnp.searchsorted(c, q, side="right"))(count, k)
+        src = jnp.clip(src, 0, k_max - 1)
+        r = (jnp.take_along_axis(rs, src, -1)
+             + frac * (jnp.take_along_axis(re, src, -1) - jnp.take_along_axis(rs, src, -1)))
+        ln = jnp.take_along_axis(cum_len, src, -1) - (1.0 - frac) * jnp.take_along_axis(
+            length, src, -1)
+        return r, ln
+
+    j = jnp.arange(s_out + 1, dtype=jnp.float32)
+    _, l_edges = locate(j[None, :] / s_out * m)                 # [n, S+1] occupied length
+    deltas = jnp.maximum(l_edges[:, 1:] - l_edges[:, :-1], 0.0)
+    if key is None:
+        xi = jnp.full((n, s_out), 0.5, jnp.float32)
+    else:
+        xi = jax.random.uniform(key, (n, s_out), jnp.float32)
+    r_mid, _ = locate((j[None, :-1] + xi) / s_out * m)
+    valid = jnp.broadcast_to(m > 0, (n, s_out))
+    t_mid = jnp.clip(r_mid / dn[:, None], near[:, None], jnp.maximum(far, near)[:, None])
+    deltas = jnp.where(valid, deltas / dn[:, None], 0.0)
+    shape = (*batch, s_out)
+    return (jax.lax.stop_gradient(t_mid).reshape(shape),
+            jax.lax.stop_gradient(deltas).reshape(shape), valid.reshape(shape))

@@ -26,8 +26,10 @@ eq. 10; :mod:`nerfkit.core.contraction`) with the L-inf norm that nerfstudio's n
 its hash grid (``SceneContraction(order=inf)`` in ``nerfstudio/field_components/spatial_distortions.py``):
 the hash grid encodes ``contract(x)`` mapped from ``[-2, 2]^3`` to ``[0, 1]^3``, the occupancy grid
 covers the same cube (:func:`~nerfkit.core.occupancy.update_contracted_occupancy`), and rays are
-marched from ``near`` to ``far`` with Instant-NGP's cone stepping (paper App. E.1) into ``S`` fixed
-slots (:func:`~nerfkit.core.occupancy.march_rays_contracted`). Per-image appearance embeddings
+cut from ``near`` to ``far`` into Instant-NGP's cone steps (paper App. E.1; their length grows with
+distance), and the ``S`` samples of a ray are spread evenly over all its occupied steps, as the
+bounded path spreads them over its occupied length
+(:func:`~nerfkit.core.occupancy.occupied_samples_contracted`). Per-image appearance embeddings
 (NeRF-W, Martin-Brualla et al. 2021, Sec. 4.1; nerfacto's ``appearance_embedding``) join the colour
 MLP's input, and mip-NeRF 360's distortion loss (eq. 15) on the samples' intervals in normalised
 disparity ``s`` is an option. Bounded scenes (Blender, LLFF) take exactly the path above.
@@ -332,8 +334,9 @@ class NGP(Model):
 
     def _render_unbounded(self, rays: Rays, key: Optional[jax.Array], n: int,
                           background: jax.Array, train: bool) -> dict[str, jax.Array]:
-        """Cone-stepping through the contracted grid: the ``n`` nearest occupied steps, each
-        evaluated at its midpoint; adds the intervals in ``s`` for the distortion loss.
+        """Cone-stepping through the contracted grid: ``n`` samples spread over all the ray's
+        occupied steps, near to far (:func:`~nerfkit.core.occupancy.occupied_samples_contracted`);
+        adds the intervals in ``s`` for the distortion loss.
 
         Training packs the batch's occupied steps (in ray order) into
         ``train_active_fraction * B * n`` field evaluations, so a step costs the field no more than
@@ -341,10 +344,9 @@ class NGP(Model):
         loss (``ray_mask``), as are the bounded path's surplus rays.
         """
         cfg = self.cfg
-        t0, t1, mask = occupancy.march_rays_contracted(
+        t_mid, deltas_t, mask = occupancy.occupied_samples_contracted(
             rays, self.grid.get_value(), n, cone_angle=cfg.cone_angle, dt_min=cfg.dt_min,
             max_candidates=self.max_candidates, key=key, norm=cfg.contraction_norm)
-        t_mid = 0.5 * (t0 + t1)
         x = rays.points_at(t_mid)                                     # [B, n, 3]
         d = jnp.broadcast_to(rays.viewdirs[..., None, :], x.shape)
         app = self._ray_appearance(rays)
@@ -370,12 +372,14 @@ class NGP(Model):
         else:
             sigma, rgb = self.field(x, d, app)
         sigma = jnp.where(mask, sigma, 0.0)
-        deltas = (t1 - t0) * jnp.linalg.norm(rays.directions, axis=-1, keepdims=True)
+        deltas = deltas_t * jnp.linalg.norm(rays.directions, axis=-1, keepdims=True)
         weights, _, _ = render.weights_from_density(sigma, deltas)
         out = render.render_weights(weights, rgb, t_mid, background)
         out.update(extra, weights=weights, t_mid=t_mid)
         if cfg.distortion_loss_weight > 0:
             # s: linear in t below 1, in disparity beyond (nerfacto's piecewise spacing).
+            t0 = jnp.maximum(t_mid - 0.5 * deltas_t, rays.near)
+            t1 = jnp.minimum(t_mid + 0.5 * deltas_t, rays.far)
             out["s_starts"] = contraction.t_to_s(t0, rays.near, rays.far, "piecewise")
             out["s_ends"] = contraction.t_to_s(t1, rays.near, rays.far, "piecewise")
         return out

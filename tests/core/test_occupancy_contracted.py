@@ -276,3 +276,55 @@ def test_marching_after_update_finds_the_blob():
     # samples only in the cells around the blob, and all through it
     assert hit.min() > 1.6 - 1e-4 and hit.max() < 8.0
     assert np.all(np.histogram(hit, bins=4, range=(2.0, 4.0))[0] > 0)
+
+
+# ------------------------------------------------- samples spread over every occupied cone step
+
+def _reference_occupied_steps(o, d, near, far, occ_fn, cone, dt_min, k):
+    """Plain-Python cone stepping: the occupied world intervals [r0, r1) of one ray."""
+    dn = float(np.linalg.norm(d))
+    r, r_far, out = near * dn, far * dn, []
+    for _ in range(k):
+        if r >= r_far:
+            break
+        dt = min(max(r * cone, dt_min), 1e10)
+        r1 = min(r + dt, r_far)
+        x = np.asarray(o) + 0.5 * (r + r1) / dn * np.asarray(d)
+        if occ_fn(x):
+            out.append((r / dn, r1 / dn))
+        r = r + dt
+    return out
+
+
+@pytest.mark.parametrize("occupied", ["all", "shell"])
+def test_occupied_samples_contracted_cover_every_occupied_step(occupied):
+    from nerfkit.core.contraction import contract
+    from nerfkit.core.occupancy import (cone_step_count, init_contracted_occupancy,
+                                        is_occupied, occupied_samples_contracted)
+    res, cone, dt_min, near, far, s = 16, 1 / 16, 0.05, 0.05, 200.0, 24
+    grid = init_contracted_occupancy(res)
+    if occupied == "shell":  # only cells whose centre has 1.2 < |z|_inf < 1.6 (world 1.25..2.5)
+        centres = (np.stack(np.meshgrid(*[np.arange(res)] * 3, indexing="ij"), -1) + 0.5)
+        z = centres / res * 4.0 - 2.0
+        zi = np.abs(z).max(-1)
+        grid = grid._replace(occupied=jnp.asarray((zi > 1.2) & (zi < 1.6)).reshape(
+            grid.occupied.shape))
+    k = cone_step_count(near, far, cone, dt_min, 1e10)
+    rng = np.random.default_rng(0)
+    o = rng.uniform(-0.3, 0.3, (5, 3)).astype(np.float32)
+    d = rng.normal(size=(5, 3)).astype(np.float32)
+    rays = make_rays(jnp.asarray(o), jnp.asarray(d), near, far)
+    t, delta, valid = occupied_samples_contracted(rays, grid, s, cone_angle=cone, dt_min=dt_min,
+                                                  max_candidates=k, norm="linf")
+    t, delta, valid = map(np.asarray, (t, delta, valid))
+    occ = lambda x: bool(is_occupied(grid, contract(jnp.asarray(x, jnp.float32), "linf")))
+    for i in range(5):
+        ref = _reference_occupied_steps(o[i], d[i], near, far, occ, cone, dt_min, k)
+        total = sum(b - a for a, b in ref)
+        assert valid[i].all() == bool(ref)
+        np.testing.assert_allclose(delta[i].sum(), total, rtol=2e-3)   # every step covered
+        assert np.all(np.diff(t[i]) >= -1e-5 * far)                     # sorted
+        inside = [any(a - 1e-4 * b <= ti <= b * (1 + 1e-4) for a, b in ref) for ti in t[i]]
+        assert all(inside)                                              # only occupied steps
+        if occupied == "all":
+            assert t[i].max() > 0.5 * far                               # samples reach far
