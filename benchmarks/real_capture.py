@@ -111,7 +111,7 @@ def main() -> None:
     out = {"benchmark": "real_capture",
            "config": {"images": args.images, "downscale": args.downscale, "preset": "ngp",
                       "minutes": args.minutes, "marks": marks, "extra_flags": args.extra,
-                      "config_file": "configs/bonsai_ngp.json"},
+                      "config_file": "configs/bonsai-ngp.json"},
            "results": results, "environment": environment()}
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

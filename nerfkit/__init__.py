@@ -4,12 +4,16 @@ The handful of things a research script needs, from a scene on disk to metrics a
 
     import nerfkit
 
-    scene = nerfkit.load_scene("../shared/datasets/nerf_synthetic/lego", "train", downscale=4)
-    cfg = nerfkit.TrainConfig(model=nerfkit.models.NGPConfig(), data=scene_path,
+    lego = "../shared/datasets/nerf_synthetic/lego"
+    scene = nerfkit.load_scene(lego, "train", downscale=4)      # Scene: images [N, H, W, 3], ...
+    cfg = nerfkit.TrainConfig(model=nerfkit.models.NGPConfig(), data=lego, downscale=4,
                               max_minutes=5, output="runs/lego")
     summary = nerfkit.train(cfg)                     # checkpoints, metrics.jsonl, eval/test.json
     run = nerfkit.load_run("runs/lego")               # config, scene geometry, trained weights
-    out = run.renderer().render_camera(c2w, (fx, fy, cx, cy), width, height)  # rgb [H, W, 3]
+    cams = scene.cameras                              # render training camera 0 again:
+    out = run.renderer().render_camera(cams.c2w[0], (cams.fx[0], cams.fy[0], cams.cx[0],
+                                       cams.cy[0]), cams.width, cams.height,
+                                       background=scene.background)         # rgb [H, W, 3]
     metrics = nerfkit.evaluate(run.renderer(), run.load_split("test"))        # psnr, ssim
     nerfkit.render_camera_path(run, "orbit", "renders/orbit", frames=60)      # frames + MP4
 

@@ -18,11 +18,27 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
-    mask = os.umask(0)
+def _read_umask() -> int:
+    # os.umask can only be read by setting it, which is not thread-safe: read it once, at import.
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_IMPORT_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    """The process umask: Linux reports it in /proc/self/status (no race with threads writing
+    files); elsewhere the one read when this module was imported."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
 
 
 @contextlib.contextmanager

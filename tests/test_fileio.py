@@ -42,3 +42,12 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_modes_follow_the_current_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        js = write_json_atomic(tmp_path / "e.json", {"a": 1})
+        assert _mode(js) == 0o640
+    finally:
+        os.umask(old)

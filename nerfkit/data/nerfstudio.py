@@ -415,10 +415,9 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
         if (h, w) != (got_h, got_w):
             raise DataError(p, f"mixed image sizes: {w}x{h}, but {files[0].name} is "
                                f"{got_w}x{got_h} (nerfkit needs one size for every image)")
-    if use_prescaled:
-        sx, sy = got_w / full_w, got_h / full_h
-    else:
-        sx = sy = 1.0 / downscale
+    # images_N/ hold size (H // N, W // N) or a rounded one; either way the intrinsics scale by
+    # exactly 1/N, as nerfstudio's dataparser and process-data do.
+    sx = sy = 1.0 / downscale
     images, alphas = stack_images([img for img, _ in loaded])
     del loaded
     height, width = images.shape[1:3]

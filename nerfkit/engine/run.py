@@ -12,7 +12,7 @@ Example::
     scene = nerfkit.load_scene("../shared/datasets/nerf_synthetic/lego", "train", downscale=4)
     graphdef, state, tx = nerfkit.init_state(nerfkit.models.NGPConfig(), scene)
     run = nerfkit.load_run("runs/lego-ngp")           # a trained run
-    image = run.renderer().render_image(...)
+    out = run.renderer().render_view(run.load_split("test"), 0)   # rgb [H, W, 3], depth, acc
 """
 
 import os

@@ -61,8 +61,10 @@ def register_family(cls: C) -> C:
     if not module.startswith("nerfkit."):
         mod = sys.modules.get(module)
         path = getattr(mod, "__file__", None)
-        # A script run as __main__ cannot be imported by that name later: record its file.
-        _SOURCES[name] = str(Path(path).resolve()) if module == "__main__" and path else module
+        # A script run as __main__ (or loaded from its file by import_family) cannot be imported
+        # by that module name later: record its file.
+        by_file = module == "__main__" or module.startswith("nerfkit_family_")
+        _SOURCES[name] = str(Path(path).resolve()) if by_file and path else module
     return cls
 
 
@@ -103,6 +105,7 @@ def import_family(name: str, source: str, where: str = "config") -> type[ModelCo
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             spec.loader.exec_module(module)
+            _SOURCES[name] = str(path.resolve())  # not the module name it was loaded under
         else:
             importlib.import_module(source)
     except ImportError as e:

@@ -78,5 +78,5 @@ def check_pycolmap() -> None:
     import importlib.util
 
     if importlib.util.find_spec("pycolmap") is None:
-        raise DataError(None, "process-data needs pycolmap: pip install 'pycolmap>=4.2' "
-                              "(or nerfkit[capture])")
+        raise DataError(None, "process-data needs pycolmap (a nerfkit dependency): "
+                              "pip install 'pycolmap>=4.2'")
