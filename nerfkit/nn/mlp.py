@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nerfkit.errors import ConfigError
-from nerfkit.nn.modulation import CAMGrid, ResFieldLinear, ResFieldsConfig
+from nerfkit.nn.modulation import CAMConfig, CAMGrid, CAMSpec, ResFieldLinear, ResFieldsConfig
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -65,11 +65,14 @@ class MLP(nnx.Module):
         initialisation; ``w0`` its frequency factor).
       resfields: hidden layers listed in ``resfields.layers`` become ResField layers with
         ``num_frames`` coefficient vectors (``__call__`` then needs ``time``).
-      cam: a CAM coordinate kind (``time``, ``xy``, ``viewdir``, ``triplane``) to modulate every
-        hidden layer (``__call__`` then needs ``cam_coord``); ``cam_resolution`` cells per axis.
+      cam: a resolved :class:`~nerfkit.nn.modulation.CAMSpec` (or just its coordinate kind,
+        ``time``, ``xy``, ``viewdir``, ``triplane``, with the official defaults and
+        ``cam_resolution`` cells per axis) to modulate every hidden layer (``__call__`` then
+        needs ``cam_coord``). Normalisation before a sine activation is a ``ConfigError``.
 
     Shapes: ``[..., in_dim] -> [..., out_dim or hidden]``; ``time`` ``[..., 1]`` (or one per
-    leading batch element, ``[B, 1]`` for ``x [B, S, in]``), ``cam_coord`` ``[..., D]`` likewise.
+    leading row, ``[B, 1]`` for ``x [B, S, in]`` or ``[K, 1]`` for ``x [K, P, in]``: the
+    per-row ResField path), ``cam_coord`` ``[..., D]`` likewise.
     """
 
     def __init__(
@@ -88,8 +91,8 @@ class MLP(nnx.Module):
         w0: float = SIREN_W0,
         resfields: Optional[ResFieldsConfig] = None,
         num_frames: int = 0,
-        cam: Optional[str] = None,
-        cam_resolution: int = 32,
+        cam: Optional[CAMSpec | str] = None,
+        cam_resolution: int = 0,
     ):
         if activation not in ACTIVATIONS and activation != "sine":
             raise ConfigError(f"unknown activation {activation!r}; known: "
@@ -99,6 +102,10 @@ class MLP(nnx.Module):
         self.out_activation = out_activation
         self.w0 = float(w0)
         sine = activation == "sine"
+        if isinstance(cam, str):
+            cam = CAMConfig(coord=cam, resolution=cam_resolution).resolved(cam, sine)
+        elif cam is not None and sine and cam.norm != "none":
+            CAMConfig(norm=cam.norm).resolved(cam.kind, sine=True)  # raises the clear error
         res_layers = set(resfields.layers) if resfields is not None and resfields.enabled else set()
         bad = sorted(i for i in res_layers if not 0 <= i < num_layers)
         if bad:
@@ -122,7 +129,7 @@ class MLP(nnx.Module):
                 layers.append(nnx.Linear(d, hidden, use_bias=use_bias, kernel_init=kinit,
                                          bias_init=binit, rngs=rngs))
             if cam is not None:
-                grids.append(CAMGrid(cam, cam_resolution, hidden))
+                grids.append(CAMGrid(cam, hidden))
             d = hidden
         self.layers = nnx.List(layers)
         self.cam = nnx.List(grids) if cam is not None else None

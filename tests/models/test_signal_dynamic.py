@@ -66,33 +66,45 @@ def test_dynamic_nerf_gradients_reach_resfields_and_cam_grids():
     cfg = dataclasses.replace(TINY, resfields=ResFieldsConfig(layers=(1,), rank=2),
                               cam=CAMConfig(enabled=True, resolution=4))
     model = cfg.build(DYN, nnx.Rngs(0))
+    model.coarse.density.bias[...] = jnp.ones((1,))  # a visible volume, whatever the seed
     rays = _rays(8)
-    grads = _grad_leaves(model, lambda m: jnp.mean(m.render_rays(
-        rays, None, train=False, background=jnp.ones((8, 3)))["rgb"] ** 2))
-    for name in ("coeffs", "cam_gamma", "cam_beta"):
+    loss = lambda m: jnp.mean(m.render_rays(
+        rays, None, train=False, background=jnp.ones((8, 3)))["rgb"] ** 2)
+    grads = _grad_leaves(model, loss)
+    # Official initialisation: both ResField factors are non-zero, so both get gradients from
+    # the first step.
+    for name in ("coeffs", "basis", "cam_gamma", "cam_beta"):
         hits = [g for k, g in grads.items() if name in k]
         assert hits and all(float(jnp.abs(g).sum()) > 0 for g in hits), name
-    # The basis gets no gradient while every coefficient is zero (dL/dM_r is proportional to
-    # v_r); once the coefficients move, it does.
+    # dL/dM_r is proportional to v_r: with every coefficient zero the basis gets nothing.
+    model.coarse.trunk.layers[1].coeffs[...] = jnp.zeros((4, 2))
+    grads = _grad_leaves(model, loss)
     assert all(float(jnp.abs(g).sum()) == 0 for k, g in grads.items() if "basis" in k)
-    model.coarse.trunk.layers[1].coeffs[...] = jnp.full((4, 2), 0.1)
-    grads = _grad_leaves(model, lambda m: jnp.mean(m.render_rays(
-        rays, None, train=False, background=jnp.ones((8, 3)))["rgb"] ** 2))
-    assert all(float(jnp.abs(g).sum()) > 0 for k, g in grads.items() if "basis" in k)
 
 
-@pytest.mark.parametrize("coord", ["viewdir", "triplane"])
-def test_static_nerf_cam(coord):
-    cfg = dataclasses.replace(TINY, cam=CAMConfig(enabled=True, coord=coord, resolution=4))
+@pytest.mark.parametrize("coord,combine", [("viewdir", "product"), ("triplane", "product"),
+                                           ("triplane", "sum")])
+def test_static_nerf_cam(coord, combine):
+    cfg = dataclasses.replace(TINY, cam=CAMConfig(enabled=True, coord=coord, resolution=4,
+                                                  triplane=combine))
     model = cfg.build(STATIC, nnx.Rngs(0))
+    model.coarse.density.bias[...] = jnp.ones((1,))
+    assert model.coarse.cam_kind == coord and model.coarse.trunk.cam is not None  # the trunk
     rays = _rays(6, time=False)
     out = model.render_rays(rays, None, train=False, background=jnp.ones((6, 3)))
     assert out["rgb"].shape == (6, 3)
     grads = _grad_leaves(model, lambda m: jnp.mean(m.render_rays(
         rays, None, train=False, background=jnp.ones((6, 3)))["rgb"] ** 2))
-    assert any("cam_beta" in k and float(jnp.abs(g).sum()) > 0 for k, g in grads.items())
+    assert any("cam_gamma" in k and float(jnp.abs(g).sum()) > 0 for k, g in grads.items())
+    beta_moves = any("cam_beta" in k and float(jnp.abs(g).sum()) > 0 for k, g in grads.items())
+    # Official tri-plane CAM multiplies the planes' lookups and starts beta's planes at 0: the
+    # product of zeros has zero gradient, so beta never moves there (kept, and documented).
+    assert beta_moves == (coord != "triplane" or combine == "sum")
     sigma, rgb = model.radiance(jnp.zeros((7, 3)), jnp.array([[0.0, 0.0, 1.0]] * 7))
     assert sigma.shape == (7,) and rgb.shape == (7, 3)
+    if coord == "viewdir":  # density depends on the view direction there
+        with pytest.raises(ConfigError, match="view direction"):
+            model.density(jnp.zeros((7, 3)))
 
 
 def test_modulation_options_that_do_not_apply_are_clear_errors():
