@@ -208,7 +208,7 @@ class NeRF(Model):
         if rows is not None:  # frame rows [K, P]: one time per row for the per-frame paths
             k = rows.shape[0]
             x, d = x.reshape(k, -1, *x.shape[1:]), d.reshape(k, -1, *d.shape[1:])
-            time = rows[:, 0]
+            time = rows
         raw_density, rgb = field(x, d, time)
         if rows is not None:
             raw_density = raw_density.reshape(-1, *raw_density.shape[2:])

@@ -181,13 +181,13 @@ class SignalField(Model):
             cam = cfg.cam.resolved(kind, sine=cfg.activation == "sine")
         self.cam_kind = None if cam is None else cam.kind
         coord_dim = 2 + int(self.timed)
-        self.fourier = None
+        fourier = cfg.activation == "relu" and cfg.encoding == "fourier"
+        # A fixed (untrained) projection: a non-Param variable, saved with the checkpoint.
+        self.fourier = nnx.Variable(encodings.fourier_projection(
+            rngs.params(), coord_dim, cfg.fourier_features, cfg.fourier_sigma)) if fourier else None
         if cfg.activation == "sine":
             in_dim = coord_dim
-        elif cfg.encoding == "fourier":
-            # A fixed (untrained) projection: a non-Param variable, saved with the checkpoint.
-            self.fourier = nnx.Variable(encodings.fourier_projection(
-                rngs.params(), coord_dim, cfg.fourier_features, cfg.fourier_sigma))
+        elif fourier:
             in_dim = 2 * cfg.fourier_features
         else:
             in_dim = encodings.positional_encoding_dim(2, cfg.pos_freqs, True) + (
