@@ -18,7 +18,8 @@ from nerfkit.models.signal import SignalConfig
 from nerfkit.nn.mlp import MLP
 from nerfkit.nn.modulation import (CAMConfig, CAMGrid, CAMSpec, ResFieldLinear, ResFieldsConfig,
                                    cam_coordinate, cam_norm, direction_angles,
-                                   frame_coefficients, interp_line, interp_plane, interp_triplane,
+                                   frame_coefficients, interp_line, interp_line_dense,
+                                   interp_plane, interp_plane_dense, interp_triplane,
                                    resfield_linear)
 
 
@@ -134,6 +135,22 @@ def test_interpolation_matches_scipy_linear():
                                sum(looks), atol=1e-5)
     np.testing.assert_allclose(interp_triplane(jnp.asarray(planes), jnp.asarray(xyz), "product"),
                                looks[0] * looks[1] * looks[2], atol=1e-5)
+    # The dense (hat-weight) forms used for scalar grids: the same values, also clamped outside.
+    u2 = rng.uniform(-1.3, 1.3, size=50).astype(np.float32)
+    np.testing.assert_allclose(interp_line_dense(jnp.asarray(line), jnp.asarray(u2)),
+                               interp_line(jnp.asarray(line), jnp.asarray(u2)), atol=1e-5)
+    np.testing.assert_allclose(interp_line_dense(jnp.asarray(line), jnp.asarray(u)),
+                               np.stack([np.interp((u + 1) / 2 * 8, np.arange(9), line[:, c])
+                                         for c in range(2)], -1), atol=1e-5)
+    np.testing.assert_allclose(interp_plane_dense(jnp.asarray(plane), jnp.asarray(uv)),
+                               np.stack([ndimage.map_coordinates(plane[..., c], coords, order=1)
+                                         for c in range(3)], -1), atol=1e-5)
+    uv2 = rng.uniform(-1.3, 1.3, size=(40, 2)).astype(np.float32)
+    np.testing.assert_allclose(interp_plane_dense(jnp.asarray(plane), jnp.asarray(uv2)),
+                               interp_plane(jnp.asarray(plane), jnp.asarray(uv2)), atol=1e-5)
+    np.testing.assert_allclose(
+        interp_triplane(jnp.asarray(planes), jnp.asarray(xyz), "product", dense=True),
+        looks[0] * looks[1] * looks[2], atol=1e-5)
 
 
 def _np_layer_norm(h, eps=1e-5):
