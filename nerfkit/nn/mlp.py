@@ -151,9 +151,19 @@ class MLP(nnx.Module):
         if self.cam is not None and cam_coord is None:
             raise ValueError("this MLP has CAM grids: pass cam_coord")
         lead = x.shape[:-1]
-        plain = not self.res_layers and self.cam is None
-        if plain:  # 2-D operands: XLA:CPU ran the NeRF MLP's fwd+bwd 1.3x faster than on [B, S, C]
+        # 2-D operands: XLA:CPU ran the NeRF MLP's fwd+bwd 1.3x faster than on [B, S, C]. Also
+        # with per-sample times / CAM coordinates (they flatten alike), not with per-row ones
+        # (the per-frame path) or a per-ray normalisation (it needs the sample axis).
+        per_sample = lambda a: a is None or a.shape[:-1] == lead
+        ray_norm = self.cam is not None and any(g.norm == "ray" for g in self.cam)
+        plain = (per_sample(time) or not self.res_layers) and per_sample(cam_coord) \
+            and not ray_norm
+        if plain:
             x = x.reshape(-1, x.shape[-1])
+            if time is not None and self.res_layers:
+                time = time.reshape(-1, time.shape[-1])
+            if cam_coord is not None:
+                cam_coord = cam_coord.reshape(-1, cam_coord.shape[-1])
         inputs = x
         for i, layer in enumerate(self.layers):
             if i in self.skips:
