@@ -4,6 +4,10 @@
   cos(2^k pi p))_k. Like NeRF's official code (and multinerf), we omit the ``pi``: the features are
   ``sin(2^k x)``, ``cos(2^k x)``. With inputs in ``[-1, 1]`` this only rescales the frequency
   ladder by ``1/pi``; keep it in mind when comparing ``num_freqs`` with the paper.
+* Random Fourier features: Tancik et al., "Fourier Features Let Networks Learn High Frequency
+  Functions in Low Dimensional Domains" (NeurIPS 2020): ``[sin(2 pi x B), cos(2 pi x B)]`` with a
+  fixed Gaussian ``B`` (the "FFN" image baseline of CAM's ``CAM_image.py``: 256 frequencies,
+  ``sigma = 10``, coordinates in ``[0, 1]``).
 * Spherical harmonics: the real, orthonormal SH basis used for view directions by Müller et al.,
   "Instant Neural Graphics Primitives" (SIGGRAPH 2022) / tiny-cuda-nn and by Plenoxels
   (Fridovich-Keil et al., CVPR 2022). See :func:`spherical_harmonics` for the exact convention.
@@ -67,6 +71,19 @@ _C4 = (0.75 * math.sqrt(35.0 / _PI), 0.75 * math.sqrt(35.0 / (2.0 * _PI)),
        (3.0 / 16.0) * math.sqrt(35.0 / _PI))
 
 MAX_SH_DEGREE = 5
+
+
+def fourier_projection(key: jax.Array, dim: int, num_features: int, sigma: float) -> jax.Array:
+    """The fixed Gaussian projection ``B [dim, num_features]`` of :func:`random_fourier_features`:
+    entries ``sigma * N(0, 1)`` (frequencies in cycles per unit of the input)."""
+    return sigma * jax.random.normal(key, (dim, num_features), jnp.float32)
+
+
+def random_fourier_features(x: jax.Array, proj: jax.Array) -> jax.Array:
+    """``[sin(2 pi x B), cos(2 pi x B)]``: ``x [..., D]``, ``proj`` ``B [D, F]`` ->
+    ``[..., 2F]`` (all sines, then all cosines)."""
+    z = 2.0 * math.pi * (x @ proj)
+    return jnp.concatenate([jnp.sin(z), jnp.cos(z)], axis=-1)
 
 
 def spherical_harmonics_dim(degree: int) -> int:

@@ -88,6 +88,25 @@ class Batch(NamedTuple):
     extras: Optional[dict] = None
 
 
+def frame_rows(rays: Rays) -> bool:
+    """Whether ``rays`` is a frame-stratified batch ``[K, P]`` with one frame (one time) per row
+    (:class:`nerfkit.data.raysource.FrameSource`): a 2-D batch with per-ray times. Families read
+    it to apply per-frame weights once per row."""
+    return rays.time is not None and rays.origins.ndim == 3
+
+
+class FrameBatching(NamedTuple):
+    """What a family asks of the engine instead of a ready source
+    (:meth:`nerfkit.models.base.ModelConfig.data_source`): frame-stratified batches of
+    ``frames_per_batch`` frames (0: all) with ``holdout`` of each frame's pixels held out
+    (drawn with ``holdout_seed``); the engine builds the
+    :class:`~nerfkit.data.raysource.FrameSource`."""
+
+    frames_per_batch: int = 0
+    holdout: float = 0.0
+    holdout_seed: int = 42
+
+
 class DataSource(Protocol):
     """Where the train step draws its batches from (the protocol every source follows).
 

@@ -6,6 +6,14 @@ jit'd train step, builds their rays (undistorting the pixels of OpenCV / fisheye
 :mod:`nerfkit.core.distortion`; the camera model is static, in :class:`RayGeometry`) and composites
 the targets onto the background. Each ray records the training image it comes from
 (``Rays.camera_index``). Nothing is copied from the host per step.
+
+:class:`FrameSource` draws frame-stratified batches for time-varying signals and dynamic scenes
+instead: ``K`` frames (images) per step and the same number ``P`` of pixels from each, as a 2-D
+ray batch ``[K, P]`` whose row ``k`` holds one frame (one time). That is how the official
+ResFields video code batches (``dyrecon/datasets/video_dataset.py``: ``n_samples // T`` pixels
+from every frame per step), and it lets a ResField layer form its weights once per frame
+(:func:`nerfkit.nn.modulation.resfield_linear`). Pixels can be held out per frame (``holdout``,
+see :func:`nerfkit.data.signal.holdout_mask`); they are never drawn.
 """
 
 from typing import NamedTuple, Optional
@@ -17,7 +25,7 @@ import numpy as np
 from nerfkit.core import distortion as dist
 from nerfkit.core.cameras import camera_rays, ndc_rays
 from nerfkit.core.rays import DataSource  # noqa: F401 (the protocol PixelSource follows)
-from nerfkit.core.rays import Batch, Rays, make_rays
+from nerfkit.core.rays import Batch, FrameBatching, Rays, frame_rows, make_rays  # noqa: F401
 from nerfkit.data.scene import Scene
 
 
@@ -67,6 +75,106 @@ class PixelSource:
 
     def sample(self, data: PixelData, key: jax.Array, batch_size: int) -> Batch:
         return sample_batch(data, self.geom, key, batch_size, self.background, self.jitter)
+
+
+class FrameData(NamedTuple):
+    """Device-resident pixels of a :class:`FrameSource`: ``pixels`` (:class:`PixelData`) and
+    ``train_idx [N, M]`` int32, the flat (``row * W + col``) indices of each frame's ``M``
+    trainable pixels (the same number per frame)."""
+
+    pixels: PixelData
+    train_idx: jax.Array
+
+
+class FrameSource:
+    """Frame-stratified training batches: ``K`` distinct frames per step (all of them when
+    ``frames_per_batch`` is 0 or at least the number of frames, as the official ResFields video
+    code; otherwise a random subset each step) and ``P = batch_size // K`` pixels drawn uniformly
+    (with replacement) from the trainable pixels of each.
+
+    ``sample(data, key, batch_size)`` returns a :class:`~nerfkit.core.rays.Batch` whose rays,
+    targets and backgrounds have batch shape ``[K, P]`` (``K * P <= batch_size`` rays; row ``k``
+    from one frame, hence one time): the contract a family reads as "one frame per row".
+    ``holdout``: optional bool ``[N, H, W]``, ``True`` for pixels never drawn (the same count in
+    every frame). ``all_pixels``: every trainable pixel of each drawn frame, in order, every
+    step (full-batch training, as the official CAM image code; ``batch_size`` is then ignored).
+    """
+
+    def __init__(self, scene: Scene, frames_per_batch: int = 0,
+                 holdout: Optional[np.ndarray] = None, background: str = "white",
+                 jitter: bool = False, all_pixels: bool = False):
+        n, h, w = scene.images.shape[:3]
+        if frames_per_batch < 0:
+            raise ValueError(f"frames_per_batch must be >= 0, got {frames_per_batch}")
+        self.geom = ray_geometry(scene)
+        self.background = background
+        self.jitter = jitter
+        self.num_frames = n
+        self.frames_per_batch = n if frames_per_batch in (0,) or frames_per_batch > n \
+            else int(frames_per_batch)
+        self.width = w
+        self.all_pixels = bool(all_pixels)
+        if holdout is None:
+            idx = np.broadcast_to(np.arange(h * w, dtype=np.int32), (n, h * w))
+        else:
+            keep = ~np.asarray(holdout, bool).reshape(n, h * w)
+            counts = keep.sum(1)
+            if counts.min() != counts.max() or counts.min() == 0:
+                raise ValueError("holdout must leave the same, non-zero number of pixels in every "
+                                 f"frame (got {counts.min()}..{counts.max()})")
+            idx = np.stack([np.flatnonzero(k) for k in keep]).astype(np.int32)
+        self.data = FrameData(pixel_data(scene), jnp.asarray(np.ascontiguousarray(idx)))
+
+    def pixels_per_frame(self, batch_size: int) -> int:
+        if self.all_pixels:
+            return int(self.data.train_idx.shape[1])
+        return max(batch_size // self.frames_per_batch, 1)
+
+    def sample(self, data: FrameData, key: jax.Array, batch_size: int) -> Batch:
+        k, p = self.frames_per_batch, self.pixels_per_frame(batch_size)
+        px = data.pixels
+        k_frames, k_idx, k_jit, k_bg = jax.random.split(key, 4)
+        if k == self.num_frames:
+            frames = jnp.arange(k)
+        else:
+            frames = jax.random.permutation(k_frames, self.num_frames)[:k]
+        m = data.train_idx.shape[1]
+        if self.all_pixels:
+            flat = data.train_idx[frames]                                      # [K, M]
+        else:
+            pick = jax.random.randint(k_idx, (k, p), 0, m)
+            flat = jnp.take_along_axis(data.train_idx[frames], pick, axis=1)   # [K, P]
+        row, col = jnp.divmod(flat, self.width)
+        img = jnp.broadcast_to(frames[:, None], (k, p))
+        rgb = px.rgb[img, row, col]
+        offset = (jax.random.uniform(k_jit, (k, p, 2)) if self.jitter
+                  else jnp.full((k, p, 2), 0.5))
+        u = col.astype(jnp.float32) + offset[..., 0]
+        v = row.astype(jnp.float32) + offset[..., 1]
+        time = None if px.times is None else px.times[img]
+        rays = build_rays(self.geom, px.c2w[img], u, v, px.intrinsics[img], time)
+        bg = background_colors(k_bg, self.background, k * p).reshape(k, p, 3)
+        if px.alpha is not None:
+            a = px.alpha[img, row, col]
+            rgb = rgb * a + bg * (1.0 - a)
+        return Batch(rays, rgb, bg)
+
+
+def holdout_mask(num_frames: int, height: int, width: int, fraction: float,
+                 seed: int = 42) -> np.ndarray:
+    """Pixels held out of training, bool ``[N, H, W]`` (``True``: held out): in every frame
+    ``int(fraction * H * W)`` pixels drawn without replacement, independently per frame, from a
+    generator seeded with ``seed`` (the official ResFields split: ``test_fraction`` 0.1 of each
+    frame's pixels, ``unseen_strategy='random'``, seed 42; the draws differ from NumPy's legacy
+    generator there)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    n_held = int(fraction * height * width)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((num_frames, height * width), bool)
+    for k in range(num_frames):
+        mask[k, rng.choice(height * width, size=n_held, replace=False)] = True
+    return mask.reshape(num_frames, height, width)
 
 
 def ray_geometry(scene: Scene) -> RayGeometry:

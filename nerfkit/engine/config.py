@@ -1,7 +1,9 @@
 """Run configuration: frozen dataclasses of plain values, saved as JSON next to each run.
 
 Configs are rebuilt from JSON by field name (never by pickling live objects), so a run saved by an
-older nerfkit still loads: missing fields take today's defaults; unknown fields are a clear error.
+older nerfkit still loads: missing fields take today's defaults; unknown fields are a clear error;
+a config class whose defaults changed meaning maps older dumps with a ``upgrade(data) -> data``
+classmethod (e.g. :meth:`nerfkit.nn.modulation.CAMConfig.upgrade`).
 """
 
 import dataclasses
@@ -162,6 +164,9 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Rebuilds dataclass ``cls`` from plain values; unknown keys are a :class:`ConfigError`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    upgrade = getattr(cls, "upgrade", None)
+    if callable(upgrade):  # a config class that renamed or re-meant keys maps older dumps
+        data = upgrade(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields) - {"family", "family_source"})

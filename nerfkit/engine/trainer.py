@@ -32,7 +32,8 @@ from flax import nnx
 from nerfkit.core import losses as losses_lib
 from nerfkit.core import metrics as metrics_lib
 from nerfkit.core.sharding import shard_batch
-from nerfkit.data.raysource import PixelSource, ray_geometry
+from nerfkit.core.rays import FrameBatching
+from nerfkit.data.raysource import FrameSource, PixelSource, holdout_mask, ray_geometry
 from nerfkit.data.scene import Scene
 from nerfkit.engine import distributed, faults
 from nerfkit.engine import progress as progress_lib
@@ -143,13 +144,35 @@ def make_source(model_cfg: ModelConfig, scene: Scene, cfg: TrainConfig) -> Any:
     renders (the engine loads the teacher run and hands it to a
     :class:`~nerfkit.engine.distill.TeacherSource`); other families from their
     :meth:`~nerfkit.models.base.ModelConfig.data_source`, by default random training pixels
-    (:class:`~nerfkit.data.raysource.PixelSource`)."""
+    (:class:`~nerfkit.data.raysource.PixelSource`); a family that asks for
+    :class:`~nerfkit.core.rays.FrameBatching` gets a
+    :class:`~nerfkit.data.raysource.FrameSource`."""
     if isinstance(model_cfg, StudentConfig) and model_cfg.teacher:
         source = TeacherSource(load_run(model_cfg.teacher), scene, model_cfg,
                                cache_dir=Path(cfg.output) / "teacher_cache", seed=int(cfg.seed))
         model_cfg.check_teacher(source)
         return source
-    return model_cfg.data_source(scene, cfg) or PixelSource(scene, model_cfg.background)
+    source = model_cfg.data_source(scene, cfg)
+    if isinstance(source, FrameBatching):
+        return frame_source(source, scene, model_cfg)
+    return source or PixelSource(scene, model_cfg.background)
+
+
+def frame_source(spec: FrameBatching, scene: Scene, model_cfg: ModelConfig) -> FrameSource:
+    """The :class:`~nerfkit.data.raysource.FrameSource` a family's ``spec`` asks for."""
+    n, h, w = scene.images.shape[:3]
+    if scene.times is None:
+        raise ConfigError("frame-stratified batches need a time-varying signal or dynamic scene "
+                          "(per-frame times)")
+    held = holdout_mask(n, h, w, spec.holdout, spec.holdout_seed) if spec.holdout > 0 else None
+    source = FrameSource(scene, spec.frames_per_batch, held, model_cfg.background)
+    if model_cfg.microbatch is not None:
+        chunks = model_cfg.batch_size // model_cfg.microbatch
+        if source.frames_per_batch % chunks:
+            raise ConfigError(f"--model.microbatch {model_cfg.microbatch}: frame-stratified "
+                              f"batches split by frames, and {source.frames_per_batch} frames "
+                              f"per step do not split into {chunks} micro-batches")
+    return source
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> tuple[Path, bool]:
