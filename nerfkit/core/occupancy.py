@@ -498,6 +498,48 @@ def update_contracted_occupancy(grid: OccupancyGrid, key: jax.Array,
                             subset_fraction=subset_fraction, occupied_fraction=occupied_fraction)
 
 
+class _ConeSteps(NamedTuple):
+    batch: tuple
+    near: jax.Array       # [n] ray bounds in t
+    far: jax.Array
+    dn: jax.Array         # [n] world length per unit t
+    r_near: jax.Array     # [n] bounds in world distance
+    r_far: jax.Array
+    edges: jax.Array      # [n, K+1] cone-step edges, world distance
+    rs: jax.Array         # [n, K] step starts
+    re: jax.Array         # [n, K] step ends (cut at far)
+    keep: jax.Array       # [n, K] the step starts before far and its midpoint's cell is occupied
+    k_max: int
+
+
+def _contracted_steps(rays: Rays, grid: OccupancyGrid, cone_angle: float, dt_min: float,
+                      dt_max: float, max_candidates: int, norm: str,
+                      key: Optional[jax.Array]) -> _ConeSteps:
+    """The cone steps of flattened rays and which are occupied (shared by the contracted
+    marchers); with ``key``, each ray's first step starts at a random fraction of a step."""
+    from nerfkit.core.contraction import contract
+    _check_cone(cone_angle, dt_min, dt_max)
+    k_max = int(max_candidates)
+    batch = rays.origins.shape[:-1]
+    o = rays.origins.reshape(-1, 3)
+    d = rays.directions.reshape(-1, 3)
+    near = rays.near.reshape(-1)
+    far = rays.far.reshape(-1)
+    dn = jnp.maximum(jnp.linalg.norm(d, axis=-1), 1e-12)
+    r_near, r_far = near * dn, far * dn
+    r0 = r_near
+    if key is not None:
+        u = jax.random.uniform(key, r_near.shape, jnp.float32)
+        r0 = r_near + u * cone_step(r_near, cone_angle, dt_min, dt_max)
+    edges = cone_step_edges(r0, k_max, cone_angle, dt_min, dt_max)
+    rs = edges[:, :-1]
+    re = jnp.minimum(edges[:, 1:], r_far[:, None])
+    mid = 0.5 * (rs + re) / dn[:, None]                          # in units of t
+    x = o[:, None, :] + mid[..., None] * d[:, None, :]
+    keep = (rs < r_far[:, None]) & is_occupied(grid, contract(x, norm))
+    return _ConeSteps(batch, near, far, dn, r_near, r_far, edges, rs, re, keep, k_max)
+
+
 def march_rays_contracted(rays: Rays, grid: OccupancyGrid, num_samples: int, *,
                           cone_angle: float, dt_min: float, dt_max: float = 1e10,
                           max_candidates: int, key: Optional[jax.Array] = None,
@@ -530,28 +572,10 @@ def march_rays_contracted(rays: Rays, grid: OccupancyGrid, num_samples: int, *,
       ``[near, far]``) and ``mask [..., S]`` bool. Masked slots hold the zero-length interval at
       the end of the marched segment, so they carry no weight even if the mask is ignored.
     """
-    from nerfkit.core.contraction import contract
-    _check_cone(cone_angle, dt_min, dt_max)
-    s_out, k_max = int(num_samples), int(max_candidates)
-    batch = rays.origins.shape[:-1]
-    o = rays.origins.reshape(-1, 3)
-    d = rays.directions.reshape(-1, 3)
-    near = rays.near.reshape(-1)
-    far = rays.far.reshape(-1)
-    n = o.shape[0]
-    dn = jnp.maximum(jnp.linalg.norm(d, axis=-1), 1e-12)        # [n]: world length per unit t
-    r_near, r_far = near * dn, far * dn
-    if key is None:
-        u = jnp.zeros((n,), jnp.float32)
-    else:
-        u = jax.random.uniform(key, (n,), jnp.float32)
-    r0 = r_near + u * cone_step(r_near, cone_angle, dt_min, dt_max)
-    edges = cone_step_edges(r0, k_max, cone_angle, dt_min, dt_max)  # [n, K+1] world distance
-    rs = edges[:, :-1]
-    re = jnp.minimum(edges[:, 1:], r_far[:, None])
-    mid = 0.5 * (rs + re) / dn[:, None]                          # in units of t
-    x = o[:, None, :] + mid[..., None] * d[:, None, :]
-    keep = (rs < r_far[:, None]) & is_occupied(grid, contract(x, norm))
+    s_out = int(num_samples)
+    st = _contracted_steps(rays, grid, cone_angle, dt_min, dt_max, max_candidates, norm, key)
+    batch, near, far, dn, r_near, r_far = st.batch, st.near, st.far, st.dn, st.r_near, st.r_far
+    edges, rs, re, keep, k_max = st.edges, st.rs, st.re, st.keep, st.k_max
     count = jnp.cumsum(keep.astype(jnp.int32), axis=-1)          # [n, K] inclusive
     slots = jnp.arange(s_out, dtype=jnp.int32)
     src = jax.vmap(lambda c: jnp.searchsorted(c, slots, side="right"))(count)
@@ -595,23 +619,10 @@ def occupied_samples_contracted(rays: Rays, grid: OccupancyGrid, num_samples: in
       length in ``t`` each stands for, and ``valid [..., S]`` (false for rays with no occupied
       step; their samples carry zero length).
     """
-    from nerfkit.core.contraction import contract
-    _check_cone(cone_angle, dt_min, dt_max)
-    s_out, k_max = int(num_samples), int(max_candidates)
-    batch = rays.origins.shape[:-1]
-    o = rays.origins.reshape(-1, 3)
-    d = rays.directions.reshape(-1, 3)
-    near = rays.near.reshape(-1)
-    far = rays.far.reshape(-1)
-    n = o.shape[0]
-    dn = jnp.maximum(jnp.linalg.norm(d, axis=-1), 1e-12)        # [n]: world length per unit t
-    r_near, r_far = near * dn, far * dn
-    edges = cone_step_edges(r_near, k_max, cone_angle, dt_min, dt_max)  # [n, K+1] world
-    rs = edges[:, :-1]
-    re = jnp.minimum(edges[:, 1:], r_far[:, None])
-    mid = 0.5 * (rs + re) / dn[:, None]
-    x = o[:, None, :] + mid[..., None] * d[:, None, :]
-    keep = (rs < r_far[:, None]) & is_occupied(grid, contract(x, norm))     # [n, K]
+    s_out = int(num_samples)
+    st = _contracted_steps(rays, grid, cone_angle, dt_min, dt_max, max_candidates, norm, None)
+    batch, near, far, dn = st.batch, st.near, st.far, st.dn
+    rs, re, keep, k_max, n = st.rs, st.re, st.keep, st.k_max, st.near.shape[0]
     length = jnp.where(keep, jnp.maximum(re - rs, 0.0), 0.0)
     count = jnp.cumsum(keep.astype(jnp.float32), axis=-1)      # [n, K] inclusive
     cum_len = jnp.cumsum(length, axis=-1)                      # [n, K] inclusive
