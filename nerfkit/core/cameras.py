@@ -17,8 +17,6 @@ NDC follows Mildenhall et al., "NeRF: Representing Scenes as Neural Radiance Fie
 Synthesis" (ECCV 2020), Appendix C.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple, Optional
 
 import jax

@@ -13,7 +13,7 @@ ray batch ``[K, P]`` whose row ``k`` holds one frame (one time). That is how the
 ResFields video code batches (``dyrecon/datasets/video_dataset.py``: ``n_samples // T`` pixels
 from every frame per step), and it lets a ResField layer form its weights once per frame
 (:func:`nerfkit.nn.modulation.resfield_linear`). Pixels can be held out per frame (``holdout``,
-see :func:`nerfkit.data.signal.holdout_mask`); they are never drawn.
+see :func:`holdout_mask`); they are never drawn.
 """
 
 from typing import NamedTuple, Optional

@@ -220,8 +220,10 @@ def test_downscale_prefers_images_n_folder(tmp_path):
         iio.imwrite(root / "images_2" / im.name, np.full((5, 7, 3), 200, np.uint8))
     pre = load_colmap(root, "all", downscale=2)
     assert pre.images.shape[1:3] == (5, 7) and np.allclose(pre.images, 200 / 255)
-    np.testing.assert_allclose(pre.cameras.fx, full.cameras.fx * 7 / W, rtol=1e-6)
-    np.testing.assert_allclose(pre.cameras.cy, full.cameras.cy * 5 / H, rtol=1e-6)
+    # Intrinsics scale by exactly 1/2, as nerfstudio's dataparser does (downscale_factor) and as
+    # process-data's images_N (cropped to (H // N, W // N), then box-filtered) need.
+    np.testing.assert_allclose(pre.cameras.fx, full.cameras.fx / 2, rtol=1e-6)
+    np.testing.assert_allclose(pre.cameras.cy, full.cameras.cy / 2, rtol=1e-6)
 
 
 def test_truncated_and_malformed_binary_files(tmp_path):

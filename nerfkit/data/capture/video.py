@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from nerfkit.errors import DataError
+from nerfkit.fileio import ffmpeg_subprocess
 
 
 def evenly_spaced_indices(total: int, n: int) -> np.ndarray:
@@ -142,9 +143,10 @@ def extract_frames(path: str | os.PathLike, out_dir: str | os.PathLike, num_fram
         raise DataError(path, f"--num-frames must be at least 1, got {num_frames}")
     total = count_frames(path)
     try:
-        it = iio.imiter(path, plugin="FFMPEG")
-        picked = select_frames(it, total, num_frames, sharpest,
-                               None if progress is None else (lambda k: progress(k, total)))
+        with ffmpeg_subprocess():
+            it = iio.imiter(path, plugin="FFMPEG")
+            picked = select_frames(it, total, num_frames, sharpest,
+                                   None if progress is None else (lambda k: progress(k, total)))
     except DataError:
         raise
     except Exception as e:
