@@ -17,6 +17,7 @@ from flax import nnx
 from nerfkit.core import losses
 from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import Batch, DataSource, Rays
+from nerfkit.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +157,16 @@ class ModelConfig:
     def optimizer(self) -> optax.GradientTransformation:
         """The optimiser; its learning rate is injected each step (``optax.inject_hyperparams``)."""
         return optax.inject_hyperparams(optax.adam)(learning_rate=self.lr_init)
+
+
+def check_batching(batching: str, frames_per_batch: int) -> None:
+    """Validates the ``batching`` / ``frames_per_batch`` options of families that can train on
+    frame-stratified batches (:class:`~nerfkit.core.rays.FrameBatching`)."""
+    if batching not in ("pixels", "frames"):
+        raise ConfigError(f"--model.batching must be 'pixels' or 'frames', got {batching!r}")
+    if frames_per_batch < 0:
+        raise ConfigError(f"--model.frames-per-batch must be >= 0 (0: all frames), "
+                          f"got {frames_per_batch}")
 
 
 def grid_labels(params: Any) -> Any:

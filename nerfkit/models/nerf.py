@@ -34,7 +34,8 @@ from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import FrameBatching, Rays, frame_rows
 from nerfkit.errors import ConfigError
 from nerfkit.models.registry import register_family, register_preset
-from nerfkit.models.base import Model, ModelConfig, SceneInfo, adam_with_grid_lr
+from nerfkit.models.base import (Model, ModelConfig, SceneInfo, adam_with_grid_lr,
+                                 check_batching)
 from nerfkit.nn.mlp import MLP
 from nerfkit.nn.modulation import CAMConfig, ResFieldsConfig, cam_coordinate
 
@@ -82,12 +83,7 @@ class NeRFConfig(ModelConfig):
     default_steps: int = 200_000
 
     def __post_init__(self):
-        if self.batching not in ("pixels", "frames"):
-            raise ConfigError(f"--model.batching must be 'pixels' or 'frames', "
-                              f"got {self.batching!r}")
-        if self.frames_per_batch < 0:
-            raise ConfigError(f"--model.frames-per-batch must be >= 0 (0: all frames), "
-                              f"got {self.frames_per_batch}")
+        check_batching(self.batching, self.frames_per_batch)
 
     def build(self, scene: SceneInfo, rngs: nnx.Rngs) -> "NeRF":
         return NeRF(self, scene, rngs=rngs)

@@ -41,7 +41,8 @@ from nerfkit.core.render import RenderOutput
 from nerfkit.core.rays import FrameBatching, Rays, frame_rows
 from nerfkit.errors import ConfigError
 from nerfkit.models.registry import register_family, register_preset
-from nerfkit.models.base import Model, ModelConfig, SceneInfo, adam_with_grid_lr
+from nerfkit.models.base import (Model, ModelConfig, SceneInfo, adam_with_grid_lr,
+                                 check_batching)
 from nerfkit.nn.mlp import MLP, SIREN_W0
 from nerfkit.nn.modulation import CAMConfig, ResFieldsConfig, cam_coordinate
 
@@ -114,12 +115,7 @@ class SignalConfig(ModelConfig):
         if self.output not in ("auto", "affine", "sigmoid"):
             raise ConfigError(f"--model.output must be auto, affine or sigmoid, "
                               f"got {self.output!r}")
-        if self.batching not in ("frames", "pixels"):
-            raise ConfigError(f"--model.batching must be 'frames' or 'pixels', "
-                              f"got {self.batching!r}")
-        if self.frames_per_batch < 0:
-            raise ConfigError(f"--model.frames-per-batch must be >= 0 (0: all frames), "
-                              f"got {self.frames_per_batch}")
+        check_batching(self.batching, self.frames_per_batch)
         if not 0.0 <= self.holdout < 1.0:
             raise ConfigError(f"--model.holdout must be in [0, 1), got {self.holdout}")
         if self.lr_schedule not in LR_SCHEDULES:
