@@ -356,9 +356,10 @@ def _plain_tyro_help() -> None:
         from tyro import _docstrings
     except ImportError:
         return
-    if getattr(_docstrings, "_nerfkit_plain", False):
+    parse = getattr(_docstrings, "parse_docstring_from_object", None)
+    describe = getattr(_docstrings, "get_callable_description", None)
+    if getattr(_docstrings, "_nerfkit_plain", False) or parse is None or describe is None:
         return
-    parse, describe = _docstrings.parse_docstring_from_object, _docstrings.get_callable_description
     _docstrings.parse_docstring_from_object = (
         lambda obj: {k: plain_help(v) for k, v in parse(obj).items()})
     _docstrings.get_callable_description = lambda f: plain_help(describe(f))
