@@ -11,6 +11,7 @@ cv2 = pytest.importorskip("cv2")
 
 from nerfkit.core import cameras as cam
 from nerfkit.core import distortion as dist
+from nerfkit.export.camera_paths import look_at
 
 # OpenCV's default undistortPoints runs 5 fixed-point iterations; iterate to convergence instead.
 RT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 1000, 1e-12)
@@ -196,12 +197,7 @@ def test_fisheye_beyond_ninety_degrees_stays_finite():
 # ---------------------------------------------------------------------- rays of distorted cameras
 
 def _look_at(eye, target, up=(0.0, 0.0, 1.0)):
-    eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
-    z = eye - target
-    z /= np.linalg.norm(z)
-    x = np.cross(up, z)
-    x /= np.linalg.norm(x)
-    return np.concatenate([np.stack([x, np.cross(z, x), z], 1), eye[:, None]], 1)
+    return look_at(eye, target, up)
 
 
 def _cv_pose(c2w):

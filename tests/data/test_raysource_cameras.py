@@ -16,17 +16,13 @@ from nerfkit.core.rays import make_rays
 from nerfkit.data.raysource import (PixelSource, build_rays, camera_image_rays, pixel_data,
                                     ray_geometry, sample_batch)
 from nerfkit.data.scene import Scene
+from nerfkit.export.camera_paths import look_at
 
 N, H, W = 3, 12, 16
 
 
 def _look_at(eye, target, up=(0.0, 0.0, 1.0)):
-    eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
-    z = eye - target
-    z /= np.linalg.norm(z)
-    x = np.cross(up, z)
-    x /= np.linalg.norm(x)
-    return np.concatenate([np.stack([x, np.cross(z, x), z], 1), eye[:, None]], 1)
+    return look_at(eye, target, up)
 
 
 def _scene(distortion=None, model=None):
