@@ -25,7 +25,8 @@ median wall time of the steps after the first two.
   batches' PSNR over the last 10 steps; ``test_psnr``: ``--dnerf-views`` evenly spaced test views.
 
 JSON: ``results.<task>.<variant>`` = ``{"psnr", "test_psnr", "step_ms", "params", "steps",
-"minutes"}`` plus ``ratios`` (``video``: B/A and C/A step time; images: CAM/FFN step time).
+"minutes", "curve"}`` (``curve``: held-out PSNR after 25, 50, 100, 200, ... steps, for the
+equal-steps comparison and the trend with steps; images: the generalisation run's) plus ``ratios`` (``video``: B/A and C/A step time; images: CAM/FFN step time).
 
     python benchmarks/signals.py --out benchmarks/results/signals.json --minutes 10
     python benchmarks/signals.py --steps 20 --out /tmp/signals_smoke.json   # a smoke run
@@ -55,16 +56,23 @@ def count_params(graphdef, state) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(state.params)))
 
 
+CURVE_STEPS = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600)
+
+
 def train_variant(model_cfg, scene, source, steps: int | None, minutes: float | None,
-                  batch_size: int, seed: int = 0):
-    """Trains with the library's step under the budget; returns (model, record)."""
+                  batch_size: int, seed: int = 0, test_fn=None):
+    """Trains with the library's step under the budget; returns (model, record).
+
+    ``test_fn(model) -> float`` (held-out PSNR), when given, is also called after each step
+    count in ``CURVE_STEPS`` (its time is not counted): ``record["curve"]`` is a list of
+    ``{"step", "minutes", "test_psnr"}``, the trend with steps."""
     from nerfkit.engine.run import init_state
     from nerfkit.engine.trainer import make_train_step
     graphdef, state, tx = init_state(model_cfg, scene, seed)
     params = count_params(graphdef, state)
     step_fn = make_train_step(graphdef, tx, source, batch_size, skip_nonfinite=False)
     key = jax.random.key(seed)
-    times, psnrs, train_s, i = [], [], 0.0, 0
+    times, psnrs, curve, train_s, i = [], [], [], 0.0, 0
     budget_s = None if minutes is None else 60.0 * minutes
     while True:
         if steps is not None and i >= steps:
@@ -83,10 +91,15 @@ def train_variant(model_cfg, scene, source, steps: int | None, minutes: float | 
             train_s += dt
         psnrs.append(float(aux["psnr"]))
         i += 1
+        if test_fn is not None and i in CURVE_STEPS:
+            curve.append({"step": i, "minutes": train_s / 60.0,
+                          "test_psnr": test_fn(nnx.merge(graphdef, state.params, state.buffers))})
     model = nnx.merge(graphdef, state.params, state.buffers)
     rec = {"params": params, "steps": i, "minutes": train_s / 60.0,
            "step_ms": 1000.0 * statistics.median(times) if times else None,
            "batch_psnr": float(np.mean(psnrs[-10:]))}
+    if test_fn is not None:
+        rec["curve"] = curve
     return model, rec
 
 
@@ -126,23 +139,28 @@ def video_task(args, rows, results):
     for name, cfg in variants.items():
         print(f"== video / {name}", flush=True)
         source = FrameSource(scene, 0, mask, background="black")
-        model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, cfg.batch_size)
 
-        @jax.jit
-        def render_frame(k):
-            intr = jnp.stack([cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0]])
-            rays = camera_image_rays(geom, jnp.asarray(cams.c2w[0]), intr, w, h,
-                                     jnp.asarray(scene.times)[k])
-            rays = rays.reshape(1, h * w)  # one frame row: the per-frame path
-            out = model.render_rays(rays, None, train=False, background=jnp.zeros((1, h * w, 3)))
-            return out["rgb"].reshape(h, w, 3)
+        def video_errors(model):
+            @jax.jit
+            def render_frame(k):
+                intr = jnp.stack([cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0]])
+                rays = camera_image_rays(geom, jnp.asarray(cams.c2w[0]), intr, w, h,
+                                         jnp.asarray(scene.times)[k])
+                rays = rays.reshape(1, h * w)  # one frame row: the per-frame path
+                out = model.render_rays(rays, None, train=False,
+                                        background=jnp.zeros((1, h * w, 3)))
+                return out["rgb"].reshape(h, w, 3)
 
-        pred = np.stack([np.asarray(render_frame(k)) for k in range(n)])
-        err = np.square(np.clip(pred, 0, 1) - scene.images).mean(-1)
+            pred = np.stack([np.asarray(render_frame(k)) for k in range(n)])
+            return np.square(np.clip(pred, 0, 1) - scene.images).mean(-1)
+
+        model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, cfg.batch_size,
+                                   test_fn=lambda m: psnr_of(video_errors(m)[mask].mean()))
+        err = video_errors(model)
         rec.update(psnr=psnr_of(err[~mask].mean()), test_psnr=psnr_of(err[mask].mean()),
                    width=cfg.width)
         results["video"][name] = rec
-        rows.append({"task": "video", "variant": name, **rec})
+        rows.append({"task": "video", "variant": name, **{k: x for k, x in rec.items() if k != "curve"}})
         print_table(rows[-1:], list(rows[-1]))
     v = results["video"]
     results["video"]["ratios"] = {
@@ -201,18 +219,24 @@ def image_task(task, img, args, rows, results):
         out = {}
         for protocol, held in (("regression", None), ("generalisation", every2)):
             source = FrameSource(scene, 0, held, background="black", all_pixels=True)
-            model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, h * w)
-            pred = jax.jit(lambda r: model.render_rays(r, None, train=False,
-                                                       background=jnp.zeros((h * w, 3)))["rgb"])(rays)
-            mse = float(np.square(np.clip(np.asarray(pred).reshape(h, w, 3), 0, 1) - img).mean())
-            out[protocol] = {**rec, "psnr_all": psnr_of(mse)}
+
+            def psnr_all(model):
+                pred = jax.jit(lambda r: model.render_rays(
+                    r, None, train=False, background=jnp.zeros((h * w, 3)))["rgb"])(rays)
+                pred = np.clip(np.asarray(pred).reshape(h, w, 3), 0, 1)
+                return psnr_of(float(np.square(pred - img).mean()))
+
+            model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, h * w,
+                                       test_fn=psnr_all if held is not None else None)
+            out[protocol] = {**rec, "psnr_all": psnr_all(model)}
         r = out["regression"]
         rec = {"psnr": r["psnr_all"], "test_psnr": out["generalisation"]["psnr_all"],
                "step_ms": r["step_ms"], "params": r["params"], "steps": r["steps"],
                "minutes": r["minutes"],
-               "generalisation_steps": out["generalisation"]["steps"]}
+               "generalisation_steps": out["generalisation"]["steps"],
+               "curve": out["generalisation"]["curve"]}
         results[task][name] = rec
-        rows.append({"task": task, "variant": name, **rec})
+        rows.append({"task": task, "variant": name, **{k: x for k, x in rec.items() if k != "curve"}})
         print_table(rows[-1:], list(rows[-1]))
     v = results[task]
     results[task]["ratios"] = {
@@ -243,13 +267,17 @@ def dnerf_task(args, rows, results):
     for name, cfg in variants.items():
         print(f"== dnerf / {name}", flush=True)
         source = FrameSource(scene, cfg.frames_per_batch, None, background=cfg.background)
-        model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, cfg.batch_size)
-        graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
-        ev = evaluate(Renderer(graphdef, params, buffers, ray_geometry(scene), cfg.render_chunk),
-                      test, views)
-        rec.update(psnr=rec.pop("batch_psnr"), test_psnr=ev["psnr"])
+
+        def test_psnr(model, cfg=cfg):
+            graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+            return evaluate(Renderer(graphdef, params, buffers, ray_geometry(scene),
+                                     cfg.render_chunk), test, views)["psnr"]
+
+        model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, cfg.batch_size,
+                                   test_fn=test_psnr)
+        rec.update(psnr=rec.pop("batch_psnr"), test_psnr=test_psnr(model))
         results["dnerf"][name] = rec
-        rows.append({"task": "dnerf", "variant": name, **rec})
+        rows.append({"task": "dnerf", "variant": name, **{k: x for k, x in rec.items() if k != "curve"}})
         print_table(rows[-1:], list(rows[-1]))
 
 
@@ -289,6 +317,7 @@ def main() -> None:
     print_table(rows, ["task", "variant", "params", "psnr", "test_psnr", "step_ms", "steps",
                        "minutes"])
     config = dict(vars(args))
+    config["load_average_at_end"] = list(__import__("os").getloadavg())
     config["notes"] = ("Budget per variant: steps and/or minutes (compilation excluded); "
                        "step_ms is the median step after the first two. See the module "
                        "docstring for each task's protocol.")
