@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget-minutes", type=float, default=10.0,
                     help="training budget for the PSNR figure (0 skips it)")
+    ap.add_argument("--no-lpips", action="store_true", help="skip LPIPS in the evaluation")
     ap.add_argument("--eval-views", type=int, default=10,
                     help="evenly spaced test views for the PSNR figure (200 = all)")
     args = ap.parse_args()
@@ -111,13 +112,16 @@ def main() -> None:
             summary = train(cfg)
             run = load_run(cfg.output)
             test = run.load_split("test")
-            ev = evaluate(run.renderer(), test, evenly_spaced_views(len(test), args.eval_views))
+            ev = evaluate(run.renderer(), test, evenly_spaced_views(len(test), args.eval_views),
+                          lpips=not args.no_lpips)
         res.update({"budget_minutes": args.budget_minutes, "steps": summary["step"],
                     "test_psnr": ev["psnr"], "test_ssim": ev["ssim"],
+                    "test_lpips": ev.get("lpips"),
                     "eval_views": ev["num_views"], "peak_rss_mb": peak_rss_mb()})
         rows += [{"what": f"steps in {args.budget_minutes:g} min", "value": summary["step"]},
                  {"what": f"test PSNR ({ev['num_views']} views)", "value": ev["psnr"]},
-                 {"what": "test SSIM", "value": ev["ssim"]}]
+                 {"what": "test SSIM", "value": ev["ssim"]},
+                 {"what": "test LPIPS", "value": ev.get("lpips")}]
     rows.append({"what": "peak RSS MiB", "value": peak_rss_mb()})
     print_table(rows, ["what", "value"])
     config = {**dataclasses.asdict(model_cfg), "data": args.data, "downscale": args.downscale}

@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--marks", type=float, nargs="*", default=[5.0, 10.0, 20.0])
     ap.add_argument("--downscale", type=int, default=4)
     ap.add_argument("--keep-runs", default=None, help="keep the run in this folder")
+    ap.add_argument("--no-lpips", action="store_true",
+                    help="skip LPIPS in the evaluations (PSNR and SSIM only)")
     ap.add_argument("extra", nargs="*", help="extra flags for `nerfkit train ngp`")
     args = ap.parse_args()
 
@@ -87,7 +89,8 @@ def main() -> None:
     _, train_rss = run_cli(["train", "ngp", "--data", str(data), "--downscale",
                             str(args.downscale), "--max-minutes", str(args.minutes),
                             "--eval-minutes", *map(str, marks), "--output", str(run),
-                            "--overwrite", *args.extra])
+                            "--overwrite", *([] if args.no_lpips else ["--eval-lpips"]),
+                            *args.extra])
     results["ngp"] = {"peak_rss_mb": train_rss}
     rows = []
     for m in marks:
@@ -96,10 +99,11 @@ def main() -> None:
             continue
         e = json.loads(f.read_text())
         steps, rays_s = rays_per_s_until(run, e["train_seconds"], batch)
-        results["ngp"][f"{m:g}"] = {"psnr": e["psnr"], "ssim": e["ssim"], "rays_per_s": rays_s,
+        results["ngp"][f"{m:g}"] = {"psnr": e["psnr"], "ssim": e["ssim"],
+                                    "lpips": e.get("lpips"), "rays_per_s": rays_s,
                                     "steps": steps, "views": e["num_views"]}
-        rows.append({"minutes": m, "psnr": e["psnr"], "ssim": e["ssim"], "rays_per_s": rays_s,
-                     "steps": steps, "views": e["num_views"]})
+        rows.append({"minutes": m, "psnr": e["psnr"], "ssim": e["ssim"], "lpips": e.get("lpips"),
+                     "rays_per_s": rays_s, "steps": steps, "views": e["num_views"]})
 
     p = results["process"]
     print_table([{"registered": f"{p['registered']}/{p['total']}",
@@ -107,7 +111,7 @@ def main() -> None:
                   **{f"{k}_s": v for k, v in (p["seconds"] or {}).items()}}],
                 ["registered", "reprojection_px", "points",
                  *[f"{k}_s" for k in (p["seconds"] or {})]])
-    print_table(rows, ["minutes", "psnr", "ssim", "rays_per_s", "steps", "views"])
+    print_table(rows, ["minutes", "psnr", "ssim", "lpips", "rays_per_s", "steps", "views"])
     out = {"benchmark": "real_capture",
            "config": {"images": args.images, "downscale": args.downscale, "preset": "ngp",
                       "minutes": args.minutes, "marks": marks, "extra_flags": args.extra,

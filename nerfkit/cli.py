@@ -49,7 +49,8 @@ class RenderCommand:
 
 @dataclasses.dataclass(frozen=True)
 class EvalCommand:
-    """Evaluate a trained run on a dataset split: mean PSNR and SSIM, per-view values in JSON."""
+    """Evaluate a trained run on a dataset split: mean PSNR, SSIM and LPIPS, per-view values in
+    JSON."""
 
     run: tyro.conf.Positional[Path]
     """The run directory written by ``nerfkit train``."""
@@ -57,6 +58,8 @@ class EvalCommand:
     """Dataset split to evaluate."""
     chunk: OptInt = None
     """Rays per render call."""
+    lpips: bool = True
+    """Also compute AlexNet LPIPS (v0.1, as papers report); ``--no-lpips`` skips it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +287,8 @@ def run_train(cfg) -> int:
               + (f", video {clip}" if clip.exists() else ""))
     if "test_psnr" in summary:
         what = "reconstruction PSNR" if signal else "test PSNR"
-        print(f"{what} {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}")
+        lp = f", LPIPS {summary['test_lpips']:.4f}" if "test_lpips" in summary else ""
+        print(f"{what} {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.4f}{lp}")
     return 0
 
 
@@ -311,11 +315,12 @@ def run_eval(cmd: EvalCommand) -> int:
     from nerfkit.engine.run import load_run
     run = load_run(cmd.run)
     scene = run.load_split(cmd.split)
-    ev = evaluate(run.renderer(cmd.chunk), scene)
+    ev = evaluate(run.renderer(cmd.chunk), scene, lpips=cmd.lpips)
     ev["step"] = run.step
     path = Path(cmd.run) / "eval" / f"{cmd.split}.json"
     write_json_atomic(path, ev)
-    print(f"{cmd.split}: PSNR {ev['psnr']:.2f} dB  SSIM {ev['ssim']:.4f}  "
+    lp = f"  LPIPS {ev['lpips']:.4f}" if "lpips" in ev else ""
+    print(f"{cmd.split}: PSNR {ev['psnr']:.2f} dB  SSIM {ev['ssim']:.4f}{lp}  "
           f"({ev['num_views']} views, step {run.step}) -> {path}")
     return 0
 
@@ -378,7 +383,7 @@ def _commands(experiment=None) -> dict[str, tuple[Any, str]]:
                                           "(structure from motion) and a trainable dataset out."),
         "render": (RenderCommand, "Render a trained run: a dataset split's views, or a camera "
                                   "path as frames and MP4."),
-        "eval": (EvalCommand, "Evaluate a trained run on a dataset split (PSNR, SSIM)."),
+        "eval": (EvalCommand, "Evaluate a trained run on a dataset split (PSNR, SSIM, LPIPS)."),
         "demo": (DemoCommand, "The quick start: train on the generated default scene, render, "
                               "print the test PSNR."),
         "export": (ExportCommand, "Export a trained run: web viewer, mesh, point cloud or "

@@ -12,7 +12,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import tyro
 
@@ -53,6 +53,12 @@ class TrainConfig:
       checkpoint_every: steps between checkpoints (and one at the end).
       keep_checkpoints: how many recent checkpoints to keep.
       final_eval: evaluate on every test view when training ends (writes ``eval/test.json``).
+      eval_lpips: also compute AlexNet LPIPS in the final and ``eval_minutes`` evaluations
+        (seconds on small views; the periodic ``eval_every`` ones never do).
+      logger: ``jsonl`` (``metrics.jsonl`` only), ``tensorboard`` (also TensorBoard event files
+        in ``RUN/tensorboard/``: scalars, and renders beside ground truth at each ``eval_every``
+        evaluation) or ``none`` (as ``jsonl``: ``metrics.jsonl`` is the run's record, which
+        ``resume`` reads). See :mod:`nerfkit.engine.logger`.
       on_nonfinite: ``stop`` (keep the last good checkpoint and exit with an error) or ``skip``
         (drop the update of a step whose loss or gradients are not finite).
       init_from: start from the weights of another run's latest checkpoint (same family and
@@ -84,6 +90,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     final_eval: bool = True
+    eval_lpips: bool = False
+    logger: Literal["jsonl", "tensorboard", "none"] = "jsonl"
     on_nonfinite: str = "stop"
     init_from: OptPath = None
     num_processes: OptInt = None
@@ -100,6 +108,9 @@ class TrainConfig:
                           as_video=self.model.family == "signal", **opts)
 
     def __post_init__(self):
+        if self.logger not in ("jsonl", "tensorboard", "none"):
+            raise ConfigError(f"--logger must be 'jsonl', 'tensorboard' or 'none', got "
+                              f"{self.logger!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.max_steps is not None and self.max_steps < 0:

@@ -1,4 +1,5 @@
-"""Evaluation of a trained model on a dataset split: PSNR and SSIM per view and their means."""
+"""Evaluation of a trained model on a dataset split: PSNR, SSIM and (optionally) AlexNet LPIPS
+(:mod:`nerfkit.core.lpips`) per view and their means."""
 
 from __future__ import annotations
 
@@ -34,13 +35,17 @@ def _image_metrics(pred: jax.Array, gt: jax.Array) -> tuple[jax.Array, jax.Array
 
 
 def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = None,
-             on_view: Optional[Callable[[int, dict[str, np.ndarray]], None]] = None
-             ) -> dict[str, Any]:
-    """PSNR and SSIM of renders against ``scene``'s images (composited on its background).
+             on_view: Optional[Callable[[int, dict[str, np.ndarray]], None]] = None,
+             lpips: bool = False) -> dict[str, Any]:
+    """PSNR, SSIM and optionally LPIPS of renders against ``scene``'s images (composited on its
+    background).
 
-    Returns ``{"psnr", "ssim", "num_views", "seconds", "views": [{"name", "psnr", "ssim"}]}``.
+    Returns ``{"psnr", "ssim", "num_views", "seconds", "views": [{"name", "psnr", "ssim"}]}``;
+    with ``lpips`` also ``"lpips"`` (mean AlexNet LPIPS v0.1, lower is better),
+    ``"lpips_seconds"`` (its share of ``seconds``) and a per-view ``"lpips"``.
     ``on_view(i, out)`` is called with each render (e.g. to save it). SSIM is NaN (with a
-    warning) for images smaller than its 11-pixel window; PSNR is computed at any size.
+    warning) for images smaller than its 11-pixel window, LPIPS for images smaller than
+    AlexNet's 31 pixels; PSNR is computed at any size.
     """
     views = range(len(scene)) if views is None else views
     h, w = scene.cameras.height, scene.cameras.width
@@ -48,22 +53,41 @@ def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = 
         warnings.warn(f"evaluation: {w}x{h} images are smaller than SSIM's {SSIM_WINDOW}-pixel "
                       f"window; SSIM is reported as NaN (PSNR is computed)", RuntimeWarning,
                       stacklevel=2)
+    lpips_fn = None
+    if lpips:
+        from nerfkit.core.lpips import LPIPS, MIN_SIZE
+        if min(h, w) < MIN_SIZE:
+            warnings.warn(f"evaluation: {w}x{h} images are smaller than LPIPS's {MIN_SIZE} "
+                          f"pixels; LPIPS is reported as NaN", RuntimeWarning, stacklevel=2)
+        else:
+            lpips_fn = LPIPS()
     gt_all = scene.composited()
     per_view = []
     t0 = _time.perf_counter()
+    lpips_seconds = 0.0
     for i in views:
         out = renderer.render_view(scene, i)
         pred = np.clip(out["rgb"], 0.0, 1.0)
         gt = gt_all[i]
         p, s = (float(v) for v in _image_metrics(pred, gt))
-        per_view.append({"name": scene.names[i], "psnr": p, "ssim": s})
+        view = {"name": scene.names[i], "psnr": p, "ssim": s}
+        if lpips:
+            t1 = _time.perf_counter()
+            # pred and gt go through AlexNet as one batch of two (one compilation per size).
+            view["lpips"] = float(lpips_fn(pred, gt)) if lpips_fn else float("nan")
+            lpips_seconds += _time.perf_counter() - t1
+        per_view.append(view)
         if on_view is not None:
             on_view(i, out)
     seconds = _time.perf_counter() - t0
-    return {
+    result = {
         "psnr": float(np.mean([v["psnr"] for v in per_view])),
         "ssim": float(np.mean([v["ssim"] for v in per_view])),
         "num_views": len(per_view),
         "seconds": seconds,
         "views": per_view,
     }
+    if lpips:
+        result["lpips"] = float(np.mean([v["lpips"] for v in per_view]))
+        result["lpips_seconds"] = lpips_seconds
+    return result

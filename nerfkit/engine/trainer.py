@@ -6,6 +6,7 @@ Nothing here knows about a particular family: the model renders rays and returns
     RUN/config.json      resolved config (plain JSON)      RUN/metrics.jsonl  one line per log
     RUN/scene.json       what the model knows of the scene  RUN/checkpoints/   orbax, last N kept
     RUN/eval/<split>.json                                   evaluations
+    RUN/tensorboard/     with --logger tensorboard (:mod:`nerfkit.engine.logger`)
 
 Devices and processes (:mod:`nerfkit.engine.distributed`): the step runs on a ``('data',)`` mesh
 over every device (one device: the single-device program); each device draws and renders its
@@ -15,7 +16,6 @@ every process runs this same loop; only process 0 writes files other than checkp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -43,6 +43,7 @@ from nerfkit.engine.config import (TrainConfig, load_train_config, save_train_co
                                    to_dict, write_json_atomic)
 from nerfkit.engine.renderer import Renderer
 from nerfkit.engine.evaluate import evaluate
+from nerfkit.engine.logger import RunLogger, side_by_side
 from nerfkit.errors import ConfigError, DataError, DivergenceError
 from nerfkit.fileio import write_text_atomic
 from nerfkit.engine.run import (TrainState, build_model, load_run, save_scene_json, scene_info,
@@ -362,8 +363,9 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
     last_saved = start_step
     pending_marks = sorted(m for m in cfg.eval_minutes if 60.0 * m > train_time)
     mark_eval: Optional[dict] = None
-    metrics_file = open(metrics_path, "a") if main else contextlib.nullcontext(_NullFile())
-    with prog, metrics_file as mf:
+    logger = RunLogger(run_dir, cfg.logger, enabled=main,
+                       purge_step=start_step + 1 if resuming else None)
+    with prog, logger:
         while True:
             if max_steps is not None and step >= max_steps:
                 break
@@ -401,17 +403,14 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
             for cb in callbacks:
                 cb.after_step(step, state, last)
             if step % cfg.log_every == 0 or step == max_steps:
-                mf.write(json.dumps({"step": step, "time": train_time, **last}) + "\n")
-                mf.flush()
+                logger.log({"step": step, "time": train_time, **last}, flush=True)
             if cfg.eval_every and eval_idx and step % cfg.eval_every == 0:
-                ev = evaluate(renderer(state), test_scene, eval_idx)
-                mf.write(json.dumps({"step": step, "time": train_time, "eval_psnr": ev["psnr"],
-                                     "eval_ssim": ev["ssim"]}) + "\n")
-                prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
+                _periodic_eval(step, train_time, renderer(state), test_scene, eval_idx, logger,
+                               prog)
             while pending_marks and train_time >= 60.0 * pending_marks[0] and test_scene:
                 mark = pending_marks.pop(0)
                 mark_eval = _eval_at_mark(run_dir, mark, step, train_time, renderer(state),
-                                          test_scene, mf, prog)
+                                          test_scene, logger, prog, cfg.eval_lpips)
             if step % cfg.checkpoint_every == 0:
                 ckpt.save(step, state)
                 last_saved = step
@@ -421,7 +420,7 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
             ckpt.save(step, state)
             for cb in callbacks:
                 cb.on_checkpoint(step, state)
-        mf.write(json.dumps({"step": step, "time": train_time, "final": True, **last}) + "\n")
+        logger.log({"step": step, "time": train_time, "final": True, **last})
     ckpt.close()
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step,
                                "train_seconds": train_time, **last}
@@ -440,7 +439,7 @@ def _final_eval(cfg, run_dir, step, train_time, renderer, test_scene, mark_eval,
     if mark_eval is not None and mark_eval["step"] == step:
         ev = dict(mark_eval)
     else:
-        ev = evaluate(renderer, test_scene)
+        ev = evaluate(renderer, test_scene, lpips=cfg.eval_lpips)
     ev["step"] = step
     if main:
         write_json_atomic(run_dir / "eval" / "test.json", ev)
@@ -448,7 +447,10 @@ def _final_eval(cfg, run_dir, step, train_time, renderer, test_scene, mark_eval,
         if main and cfg.max_minutes is not None and mark >= cfg.max_minutes:
             write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json",
                               {**ev, "minutes": mark, "train_seconds": train_time})
-    return {"test_psnr": ev["psnr"], "test_ssim": ev["ssim"]}
+    out = {"test_psnr": ev["psnr"], "test_ssim": ev["ssim"]}
+    if "lpips" in ev:
+        out["test_lpips"] = ev["lpips"]
+    return out
 
 
 def distill(cfg: DistillConfig, console=None) -> dict[str, Any]:
@@ -461,27 +463,40 @@ def distill(cfg: DistillConfig, console=None) -> dict[str, Any]:
     return summary
 
 
-class _NullFile:
-    """Where the metrics of processes other than 0 go."""
+def _periodic_eval(step, train_time, renderer, test_scene, eval_idx, logger: RunLogger,
+                   prog) -> None:
+    """The quick evaluation every ``--eval-every`` steps (no LPIPS); with TensorBoard, each view's
+    render beside its ground truth."""
+    shown: dict[str, np.ndarray] = {}
+    gt = test_scene.composited() if logger.wants_images else None
 
-    def write(self, text: str) -> int:
-        return len(text)
+    def keep(i, out):
+        if gt is not None:
+            shown[test_scene.names[i]] = side_by_side(out["rgb"], gt[i])
 
-    def flush(self) -> None:
-        pass
+    ev = evaluate(renderer, test_scene, eval_idx, on_view=keep)
+    logger.log({"step": step, "time": train_time, "eval_psnr": ev["psnr"],
+                "eval_ssim": ev["ssim"]}, flush=True)
+    logger.images(step, shown)
+    prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
 
 
-def _eval_at_mark(run_dir, mark, step, train_time, renderer, test_scene, mf, prog) -> dict:
+def _eval_at_mark(run_dir, mark, step, train_time, renderer, test_scene, logger: RunLogger, prog,
+                  lpips: bool = False) -> dict:
     """Evaluates every test view at a training-time mark (``--eval-minutes``)."""
-    ev = evaluate(renderer, test_scene)
+    ev = evaluate(renderer, test_scene, lpips=lpips)
     ev.update(step=step, minutes=mark, train_seconds=train_time)
     if distributed.is_main():
         write_json_atomic(run_dir / "eval" / f"test_{mark:g}min.json", ev)
-    mf.write(json.dumps({"step": step, "time": train_time, "eval_minutes": mark,
-                         "eval_psnr": ev["psnr"], "eval_ssim": ev["ssim"]}) + "\n")
-    mf.flush()
-    prog.log(f"{mark:g} min (step {step}): test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f} "
-             f"on {ev['num_views']} views")
+    record = {"step": step, "time": train_time, "eval_minutes": mark, "eval_psnr": ev["psnr"],
+              "eval_ssim": ev["ssim"]}
+    lp = ""
+    if "lpips" in ev:
+        record["eval_lpips"] = ev["lpips"]
+        lp = f", LPIPS {ev['lpips']:.4f}"
+    logger.log(record, flush=True)
+    prog.log(f"{mark:g} min (step {step}): test PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}"
+             f"{lp} on {ev['num_views']} views")
     return ev
 
 

@@ -49,6 +49,10 @@ def test_train_resume_render_eval(tmp_path, capsys):
     assert ev["num_views"] == 200 and len(ev["views"]) == 200
     assert 5.0 < ev["psnr"] < 40.0 and 0.0 < ev["ssim"] <= 1.0
     assert ev["step"] == 10
+    # LPIPS by default: a barely trained model is far from the images (0 would be identical);
+    # on 200 50x50 views it costs seconds, not minutes.
+    assert 0.05 < ev["lpips"] < 1.5 and all(0.0 < v["lpips"] < 1.5 for v in ev["views"])
+    assert ev["lpips_seconds"] < 30.0
 
 
 @requires_shared
