@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import tyro
 
@@ -89,6 +89,10 @@ class ExportMesh:
     """Grid vertices per axis over the scene box."""
     threshold: float = 10.0
     """Density level of the surface."""
+    frame: Literal["capture", "model"] = "capture"
+    """Coordinates of the output: capture (your capture's own, e.g. COLMAP's world for
+    process-data output, so it lines up with the sparse model) or model (the normalised ones the
+    model was trained in). The same for Blender and LLFF data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +111,10 @@ class ExportPointcloud:
     """Minimum accumulated opacity of a pixel to become a point."""
     stride: int = 1
     """Take every stride-th pixel in each direction."""
+    frame: Literal["capture", "model"] = "capture"
+    """Coordinates of the output: capture (your capture's own, e.g. COLMAP's world for
+    process-data output, so it lines up with the sparse model) or model (the normalised ones the
+    model was trained in). The same for Blender and LLFF data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +125,10 @@ class ExportCameras:
     """The run directory."""
     out: tyro.conf.Positional[Path]
     """Output JSON file."""
+    frame: Literal["capture", "model"] = "capture"
+    """Coordinates of the output: capture (your capture's own, e.g. COLMAP's world for
+    process-data output, so it lines up with the sparse model) or model (the normalised ones the
+    model was trained in). The same for Blender and LLFF data."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,15 +188,17 @@ def run_export(cmd) -> int:
                   f"pre-rendered orbit of {cmd.frames} frames (frames/, video.mp4, index.html; "
                   f"{mb:.1f} MB)")
     elif isinstance(cmd, ExportMesh):
-        mesh = geometry.extract_mesh(run, cmd.resolution, cmd.threshold)
+        mesh = geometry.to_frame(run, geometry.extract_mesh(run, cmd.resolution, cmd.threshold),
+                                 cmd.frame)
         geometry.save_geometry(mesh, cmd.out)
         print(f"wrote {cmd.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
     elif isinstance(cmd, ExportPointcloud):
-        pc = geometry.extract_pointcloud(run, cmd.split, cmd.views, cmd.min_acc, cmd.stride)
+        pc = geometry.to_frame(run, geometry.extract_pointcloud(
+            run, cmd.split, cmd.views, cmd.min_acc, cmd.stride), cmd.frame)
         geometry.save_geometry(pc, cmd.out)
         print(f"wrote {cmd.out}: {len(pc.vertices)} points")
     else:
-        geometry.export_cameras(run, cmd.out)
+        geometry.export_cameras(run, cmd.out, frame=cmd.frame)
         print(f"wrote {cmd.out}")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -122,17 +123,48 @@ def extract_pointcloud(run, split: str = "train", max_views: int = 20, min_acc: 
     return trimesh.PointCloud(p, colors=(rgba * 255).round().astype(np.uint8))
 
 
-def export_cameras(run, out: os.PathLike, splits=("train", "test")) -> Path:
-    """Writes the run's cameras (c2w, intrinsics, image size, names) as JSON."""
+FRAMES = ("capture", "model")
+
+
+def model_to_capture(run) -> Optional[np.ndarray]:
+    """``[4, 4]`` similarity from the run's model coordinates back to its capture's own
+    coordinates (the inverse of ``scene.json``'s ``transforms.world_transform``: for
+    ``process-data`` output, COLMAP's world), or ``None`` when the run has none (Blender, LLFF:
+    the model is trained in the dataset's coordinates)."""
+    t = run.scene_json.get("transforms", {}).get("world_transform")
+    return None if t is None else np.linalg.inv(np.asarray(t, np.float64))
+
+
+def to_frame(run, obj, frame: str = "capture"):
+    """A trimesh mesh or point cloud in model coordinates, moved to ``frame`` (``"capture"``:
+    see :func:`model_to_capture`; ``"model"``: unchanged). Returns ``obj`` (moved in place)."""
+    if frame not in FRAMES:
+        raise NerfkitError(f"frame must be one of {FRAMES}, got {frame!r}")
+    t = model_to_capture(run) if frame == "capture" else None
+    if t is not None:
+        obj.apply_transform(t)  # a rotation and a positive scale: faces keep their orientation
+    return obj
+
+
+def export_cameras(run, out: os.PathLike, splits=("train", "test"), frame: str = "capture"
+                   ) -> Path:
+    """Writes the run's cameras (c2w, intrinsics, image size, names) as JSON, in ``frame``
+    coordinates (see :func:`to_frame`)."""
+    from nerfkit.data.poses import apply_transform_to_poses
     from nerfkit.fileio import write_json_atomic
-    data = {"format": "nerfkit-cameras/v1", "convention": "OpenGL camera-to-world (3x4)"}
+    if frame not in FRAMES:
+        raise NerfkitError(f"frame must be one of {FRAMES}, got {frame!r}")
+    t = model_to_capture(run) if frame == "capture" else None
+    data = {"format": "nerfkit-cameras/v1", "convention": "OpenGL camera-to-world (3x4)",
+            "frame": "model" if t is None else "capture"}
     for split in splits:
         try:
             scene = run.load_split(split)
         except NerfkitError:
             continue
         c = scene.cameras
-        data[split] = [{"name": scene.names[i], "c2w": np.asarray(c.c2w[i]).tolist(),
+        c2w = np.asarray(c.c2w, np.float64) if t is None else apply_transform_to_poses(t, c.c2w)
+        data[split] = [{"name": scene.names[i], "c2w": c2w[i].tolist(),
                         "fx": float(c.fx[i]), "fy": float(c.fy[i]), "cx": float(c.cx[i]),
                         "cy": float(c.cy[i]), "width": c.width, "height": c.height,
                         **({} if scene.times is None else {"time": float(scene.times[i])})}
