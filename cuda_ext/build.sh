@@ -58,6 +58,7 @@ fi
 jobs="$(nproc 2>/dev/null || echo 2)"
 # shellcheck disable=SC2086
 "$cmake_bin" -S "$here" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DXLA_FFI_INCLUDE_DIR="$inc" -DNERFKIT_CUDA="$cuda" ${CMAKE_ARGS:-} >/dev/null
+  -DXLA_FFI_INCLUDE_DIR="$inc" -DPython3_EXECUTABLE="$("$py" -c "import sys; print(sys.executable)")" \
+  -DNERFKIT_CUDA="$cuda" ${CMAKE_ARGS:-} >/dev/null
 "$cmake_bin" --build "$build" -j "$jobs"
 ls -1 "$build"/libnerfkit_hashgrid_*.so

@@ -99,6 +99,25 @@ def _find(name: str) -> Optional[Path]:
     return None
 
 
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+
+
+def _check_headers(lib: Path) -> None:
+    """Raises if ``lib`` was compiled against a newer jaxlib's XLA FFI headers than the jaxlib
+    running (``nerfkit_hashgrid_build.txt`` beside it, written by CMake; absent: not checked)."""
+    info = lib.parent / "nerfkit_hashgrid_build.txt"
+    if not info.is_file():
+        return
+    words = info.read_text().split()
+    built = words[1] if len(words) > 1 and words[0] == "jaxlib" else "unknown"
+    import jaxlib
+    if built != "unknown" and _version(built) > _version(jaxlib.__version__):
+        raise RuntimeError(f"compiled against jaxlib {built}'s XLA FFI headers, newer than the "
+                           f"jaxlib {jaxlib.__version__} running; rebuild against it: "
+                           "`pip install --no-build-isolation -e .` or `bash cuda_ext/build.sh`")
+
+
 def _gpu_backend() -> bool:
     try:
         return jax.default_backend() == "gpu"
@@ -121,6 +140,7 @@ def _register() -> dict[str, bool]:
             if path is None:
                 continue
             try:  # a library built for another CPU, or against incompatible XLA FFI headers
+                _check_headers(path)
                 lib = ctypes.cdll.LoadLibrary(str(path))
                 for target, stem in _TARGETS.items():
                     jax.ffi.register_ffi_target(

@@ -101,6 +101,20 @@ def test_broken_library_falls_back_and_says_why(no_kernel):
         resolve_backend("ffi")
 
 
+def test_library_built_against_a_newer_jaxlib_is_refused(no_kernel):
+    """The XLA FFI API keeps older handlers working, not newer ones: a library whose build
+    record names a newer jaxlib than the running one is not loaded."""
+    import jaxlib
+    (no_kernel / "libnerfkit_hashgrid_cpu.so").write_bytes(b"never loaded")
+    (no_kernel / "nerfkit_hashgrid_build.txt").write_text("jaxlib 99.0.0\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_backend("auto") == "jax"
+    msgs = _fallback_warnings(caught)
+    assert len(msgs) == 1 and "jaxlib 99.0.0" in msgs[0] and jaxlib.__version__ in msgs[0], msgs
+    assert "OSError" not in msgs[0]  # refused before loading
+
+
 def test_switched_off_by_environment_is_silent(monkeypatch, fresh_warning):
     monkeypatch.setenv("NERFKIT_NO_KERNEL", "1")
     assert not ffi_backend.available()
