@@ -5,7 +5,7 @@
 
 Both implementations run in the same process on the same inputs (uniform random points in the
 unit cube, the paper's default grid: 16 levels x 2 features, T = 2**19, N_min 16, N_max 2048).
-When the cuda_ext kernel is built (``bash cuda_ext/build.sh``), its XLA FFI handler for the
+When the cuda_ext kernel is built (``pip install -e .`` compiles it), its XLA FFI handler for the
 current backend is measured side by side too: ``results.ffi_cpu`` (``results.ffi_cuda`` on a GPU).
 Each jit'd function is compiled and run once before timing (compile time is reported
 separately); then ``--repeats`` rounds run every (implementation, pass) once, interleaved, and the

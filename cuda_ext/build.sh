@@ -6,7 +6,7 @@
 #   bash cuda_ext/build.sh --cuda       # fail unless the CUDA handler builds too
 #
 # Needs: the Python that has jax installed (the repo's .venv if present, else $PYTHON or python3;
-# the XLA FFI headers come from jax.ffi.include_dir()), g++ (C++20), and cmake >= 3.18 (taken from
+# the XLA FFI headers come from jax.ffi.include_dir()), g++ (C++20), and cmake >= 3.19 (taken from
 # PyPI with pip when not on PATH), make or ninja (ninja from PyPI when neither is on PATH).
 # Extra CMake arguments go in $CMAKE_ARGS (e.g. -DNERFKIT_NATIVE=OFF for a portable library,
 # -DCMAKE_CUDA_ARCHITECTURES=90).
@@ -37,7 +37,7 @@ command -v g++ >/dev/null || command -v c++ >/dev/null || {
 # cmake / ninja from PyPI (into the same environment) when the system has none.
 cmake_bin="$(command -v cmake || true)"
 if [[ -z "$cmake_bin" ]]; then
-  [[ -x "$bindir/cmake" ]] || "$py" -m pip install -q --disable-pip-version-check "cmake>=3.18"
+  [[ -x "$bindir/cmake" ]] || "$py" -m pip install -q --disable-pip-version-check "cmake>=3.19"
   cmake_bin="$bindir/cmake"
 fi
 generator="Unix Makefiles"
@@ -58,6 +58,7 @@ fi
 jobs="$(nproc 2>/dev/null || echo 2)"
 # shellcheck disable=SC2086
 "$cmake_bin" -S "$here" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DXLA_FFI_INCLUDE_DIR="$inc" -DNERFKIT_CUDA="$cuda" ${CMAKE_ARGS:-} >/dev/null
+  -DXLA_FFI_INCLUDE_DIR="$inc" -DPython3_EXECUTABLE="$("$py" -c "import sys; print(sys.executable)")" \
+  -DNERFKIT_CUDA="$cuda" ${CMAKE_ARGS:-} >/dev/null
 "$cmake_bin" --build "$build" -j "$jobs"
 ls -1 "$build"/libnerfkit_hashgrid_*.so

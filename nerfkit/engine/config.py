@@ -233,7 +233,19 @@ def load_train_config(run_dir: os.PathLike) -> TrainConfig:
     data = read_json(path, "run config (is this a nerfkit run directory?)")
     if not isinstance(data, dict) or "train" not in data:
         raise ConfigError(f"{path}: missing the 'train' section")
-    return from_dict(TrainConfig, data["train"], f"{path}: train")
+    return _portable_backend(from_dict(TrainConfig, data["train"], f"{path}: train"))
+
+
+def _portable_backend(cfg: TrainConfig) -> TrainConfig:
+    """A run trained with ``--model.backend ffi`` still loads (render, eval, export, resume) where
+    the kernel is not built: the backend changes the speed, not the parameters or the values, so
+    it becomes ``auto`` there (pure JAX, with ``auto``'s one warning)."""
+    if getattr(cfg.model, "backend", None) != "ffi":
+        return cfg
+    from nerfkit.nn import ffi_backend
+    if ffi_backend.available():
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backend="auto"))
 
 
 def presets() -> dict[str, tuple[str, TrainConfig]]:

@@ -253,10 +253,14 @@ class Callback:
 
 
 def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """A resumed run must keep the model config it was trained with."""
+    """A resumed run must keep the model config it was trained with (except the hash-encoding
+    ``backend``, which changes the speed, not the parameters: runs saved with ``jax`` or ``ffi``
+    resume under today's ``auto`` default)."""
     old = load_train_config(run_dir)
-    if to_dict(old.model) != to_dict(cfg.model):
-        was, now = to_dict(old.model), to_dict(cfg.model)
+    was, now = to_dict(old.model), to_dict(cfg.model)
+    was.pop("backend", None)
+    now.pop("backend", None)
+    if was != now:
         diff = ", ".join(f"--model.{k.replace('_', '-')} {was.get(k)!r} in the run, "
                          f"{now.get(k)!r} now" for k in sorted(set(was) | set(now))
                          if was.get(k) != now.get(k))

@@ -85,8 +85,10 @@ class NGPConfig(ModelConfig):
         occupancy_warmup: steps during which every cell is re-evaluated at each update.
       march_steps: candidate steps per ray through the box (occupancy tests, cheap).
       num_samples: field evaluations per ray while training; eval_samples: while rendering.
-      weight_decay: L2 weight decay of the MLP weights. backend: hash-encoding implementation
-        (``jax`` optimised, ``naive`` reference, ``ffi`` custom kernel when built).
+      weight_decay: L2 weight decay of the MLP weights. backend: hash-encoding implementation:
+        ``auto`` (the custom kernel that ``pip install`` compiles, when it loads; else pure JAX,
+        with one warning), ``ffi`` (the kernel, an error without it), ``jax`` (optimised pure
+        JAX), ``naive`` (reference). Same values; only the speed differs.
       s3im_weight: weight of the S3IM loss (0 disables it).
       train_active_fraction: while training, only rays that cross an occupied cell go through
         the field, packed into ``train_active_fraction * batch_size`` slots (the others render
@@ -128,7 +130,7 @@ class NGPConfig(ModelConfig):
     num_samples: int = 48
     eval_samples: int = 96
     weight_decay: float = 1e-6
-    backend: str = "jax"
+    backend: str = "auto"
     s3im_weight: float = 0.0
     train_active_fraction: float = 0.5
     scene: str = "auto"

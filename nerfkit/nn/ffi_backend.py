@@ -1,11 +1,23 @@
 """The hash-grid encoding as a custom XLA kernel (``cuda_ext/``), called through ``jax.ffi``.
 
-Selected by ``NGPConfig(backend="ffi")`` (CLI: ``--model.backend ffi``). The compiled extension is
-optional and loaded lazily on the first call: ``cuda_ext/build/libnerfkit_hashgrid_cpu.so`` (C++
-CPU handler, multithreaded on XLA's intra-op pool) and, where it was built and JAX runs on an
-NVIDIA GPU, ``libnerfkit_hashgrid_cuda.so``. ``NERFKIT_FFI_LIB_DIR`` points elsewhere. Without a
-handler for the current backend, :func:`hash_encode_ffi` warns once and falls back to the pure-JAX
-:func:`nerfkit.core.hashgrid.hash_encode` (same values). Build with ``bash cuda_ext/build.sh``.
+Instant-NGP's multiresolution hash encoding (Mueller et al., "Instant Neural Graphics Primitives
+with a Multiresolution Hash Encoding", SIGGRAPH 2022; official code: NVlabs/tiny-cuda-nn's
+``GridEncoding``), registered with XLA the way JAX's ``examples/ffi`` does.
+
+The kernel is compiled by ``pip install`` (scikit-build-core + CMake, ``cuda_ext/CMakeLists.txt``)
+into ``nerfkit/_ext/``: ``libnerfkit_hashgrid_cpu.so`` (C++ CPU handler, multithreaded on XLA's
+intra-op pool) and, where nvcc was found, ``libnerfkit_hashgrid_cuda.so`` (used when JAX runs on
+an NVIDIA GPU). It is loaded lazily, on the first model that asks for it. Searched, in order:
+``$NERFKIT_FFI_LIB_DIR``, ``nerfkit/_ext/`` (wheels and editable installs), ``cuda_ext/build/``
+of the checkout (``bash cuda_ext/build.sh``). ``NERFKIT_NO_KERNEL=1`` makes nerfkit behave as if
+the kernel were not built.
+
+Backends (``NGPConfig.backend``, CLI ``--model.backend``; :func:`resolve_backend`):
+
+* ``auto`` (default): the kernel when it is built for the platform JAX runs on, else the pure-JAX
+  :func:`nerfkit.core.hashgrid.hash_encode` (same values) with one warning per process;
+* ``ffi``: the kernel, or a :class:`~nerfkit.errors.ConfigError` saying how to build it;
+* ``jax`` / ``naive``: pure JAX (optimised / reference).
 
 Semantics and layout are those of :mod:`nerfkit.core.hashgrid` (flat ``[total_entries, F]`` table,
 points clamped to the unit cube, level-major ``[..., L*F]`` output). Three FFI targets:
@@ -42,8 +54,8 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from nerfkit.core import hashgrid
 from nerfkit.core.hashgrid import HashGridConfig
+from nerfkit.errors import ConfigError
 
 _CPU_LIB = "libnerfkit_hashgrid_cpu.so"
 _CUDA_LIB = "libnerfkit_hashgrid_cuda.so"
@@ -52,21 +64,32 @@ _TARGETS = {  # FFI target -> exported symbol stem (+ "Cpu" / "Cuda")
     "nerfkit_hg_bwd_tables": "NerfkitHashGridBwdTables",
     "nerfkit_hg_bwd_x": "NerfkitHashGridBwdX",
 }
-BUILD_HINT = ("build it with `bash cuda_ext/build.sh` (needs g++ and cmake; see cuda_ext/README.md) "
-              "or point NERFKIT_FFI_LIB_DIR at the folder holding " + _CPU_LIB)
+BACKENDS = ("auto", "ffi", "jax", "naive")
+BUILD_HINT = ("it is compiled by `pip install` (needs g++ with C++20; `pip install -v -e .` shows "
+              "why it failed), or by `bash cuda_ext/build.sh` in a checkout; "
+              "NERFKIT_FFI_LIB_DIR can point at a folder holding " + _CPU_LIB)
 
 _lock = threading.Lock()
 _registered: Optional[dict[str, bool]] = None  # platform ("cpu", "cuda") -> handler registered
+_load_errors: list[str] = []  # why a library that was found could not be registered
 _warned = False
 
 
 def lib_dirs() -> list[Path]:
-    """Folders searched for the compiled extension, in order."""
+    """Folders searched for the compiled extension, in order: ``$NERFKIT_FFI_LIB_DIR``, the
+    package's ``nerfkit/_ext/`` (``pip install``), the checkout's ``cuda_ext/build/``
+    (``bash cuda_ext/build.sh``)."""
     dirs = []
     if os.environ.get("NERFKIT_FFI_LIB_DIR"):
         dirs.append(Path(os.environ["NERFKIT_FFI_LIB_DIR"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "cuda_ext" / "build")
+    here = Path(__file__).resolve()
+    dirs.append(here.parents[1] / "_ext")
+    dirs.append(here.parents[2] / "cuda_ext" / "build")
     return dirs
+
+
+def _disabled() -> bool:
+    return os.environ.get("NERFKIT_NO_KERNEL", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _find(name: str) -> Optional[Path]:
@@ -74,6 +97,25 @@ def _find(name: str) -> Optional[Path]:
         if (d / name).is_file():
             return d / name
     return None
+
+
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+
+
+def _check_headers(lib: Path) -> None:
+    """Raises if ``lib`` was compiled against a newer jaxlib's XLA FFI headers than the jaxlib
+    running (``nerfkit_hashgrid_build.txt`` beside it, written by CMake; absent: not checked)."""
+    info = lib.parent / "nerfkit_hashgrid_build.txt"
+    if not info.is_file():
+        return
+    words = info.read_text().split()
+    built = words[1] if len(words) > 1 and words[0] == "jaxlib" else "unknown"
+    import jaxlib
+    if built != "unknown" and _version(built) > _version(jaxlib.__version__):
+        raise RuntimeError(f"compiled against jaxlib {built}'s XLA FFI headers, newer than the "
+                           f"jaxlib {jaxlib.__version__} running; rebuild against it: "
+                           "`pip install --no-build-isolation -e .` or `bash cuda_ext/build.sh`")
 
 
 def _gpu_backend() -> bool:
@@ -94,13 +136,19 @@ def _register() -> dict[str, bool]:
                 ("cpu", _CPU_LIB, "cpu", "Cpu"), ("cuda", _CUDA_LIB, "CUDA", "Cuda")):
             if platform == "cuda" and not _gpu_backend():
                 continue  # CUDA handlers can only be registered where XLA runs on a GPU
-            path = _find(lib_name)
+            path = None if _disabled() else _find(lib_name)
             if path is None:
                 continue
-            lib = ctypes.cdll.LoadLibrary(str(path))
-            for target, stem in _TARGETS.items():
-                jax.ffi.register_ffi_target(
-                    target, jax.ffi.pycapsule(getattr(lib, stem + suffix)), platform=xla_platform)
+            try:  # a library built for another CPU, or against incompatible XLA FFI headers
+                _check_headers(path)
+                lib = ctypes.cdll.LoadLibrary(str(path))
+                for target, stem in _TARGETS.items():
+                    jax.ffi.register_ffi_target(
+                        target, jax.ffi.pycapsule(getattr(lib, stem + suffix)),
+                        platform=xla_platform)
+            except Exception as e:  # noqa: BLE001 - reported by resolve_backend's message
+                _load_errors.append(f"{path}: {type(e).__name__}: {e}")
+                continue
             done[platform] = True
         _registered = done
         return done
@@ -110,16 +158,53 @@ def available(platform: Optional[str] = None) -> bool:
     """Whether the kernel is built and registered for ``platform`` ("cpu" or "cuda"; default:
     the platform JAX runs on)."""
     platform = platform or ("cuda" if _gpu_backend() else "cpu")
-    return _register().get(platform, False)
+    return not _disabled() and _register().get(platform, False)
 
 
-def _warn_fallback(why: str) -> None:
+def _missing() -> str:
+    """Why the kernel cannot be used on the platform JAX runs on (one sentence)."""
+    plat = "an NVIDIA GPU" if _gpu_backend() else "the CPU"
+    if _disabled():
+        return f"the hash-grid kernel for {plat} is switched off (NERFKIT_NO_KERNEL is set)"
+    why = (f"the hash-grid kernel for {plat} is not built (looked in "
+           f"{', '.join(str(d) for d in lib_dirs())})")
+    if _load_errors:
+        why = f"the hash-grid kernel for {plat} could not be loaded ({'; '.join(_load_errors)})"
+    return why
+
+
+class KernelFallbackWarning(RuntimeWarning):
+    """``--model.backend auto`` found no kernel and uses pure JAX (issued once per process)."""
+
+
+def resolve_backend(backend: str) -> str:
+    """The hash-encoding implementation a model asking for ``backend`` runs.
+
+    Args:
+      backend: ``auto``, ``ffi``, ``jax`` or ``naive`` (see the module docstring).
+    Returns:
+      ``"ffi"``, ``"jax"`` or ``"naive"``. ``auto`` gives ``"ffi"`` when the kernel is built for
+      the platform JAX runs on, else ``"jax"`` and one :class:`KernelFallbackWarning` per process
+      (none when ``NERFKIT_NO_KERNEL`` switched the kernel off on purpose).
+    Raises:
+      ConfigError: an unknown backend, or ``ffi`` without the kernel.
+    """
     global _warned
-    if not _warned:
+    if backend not in BACKENDS:
+        raise ConfigError(f"--model.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend in ("jax", "naive"):
+        return backend
+    if available():
+        return "ffi"
+    if backend == "ffi":
+        raise ConfigError(f"--model.backend ffi: {_missing()}; {BUILD_HINT}. "
+                          "--model.backend auto uses pure JAX instead (same results, slower).")
+    if not _warned and not _disabled():
         _warned = True
-        warnings.warn(f"nerfkit: --model.backend ffi: {why}; using the pure-JAX hash_encode "
-                      f"instead (same values, slower). To use the kernel, {BUILD_HINT}.",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(f"nerfkit: {_missing()}; using the pure-JAX hash encoding (same results, "
+                      f"slower). {BUILD_HINT[0].upper()}{BUILD_HINT[1:]}.",
+                      KernelFallbackWarning, stacklevel=2)
+    return "jax"
 
 
 def _attrs(cfg: HashGridConfig) -> dict:
@@ -267,14 +352,12 @@ def hash_encode_ffi(tables: jax.Array, x: jax.Array, cfg: HashGridConfig) -> jax
       ``[..., L * F]`` float32 features, level-major. Differentiable wrt ``tables`` and ``x``
       (first order); works under ``jit``, ``vmap``, ``grad`` and ``shard_map``.
 
-    Falls back to ``hash_encode`` (one warning per process) when the kernel is not built for the
-    backend JAX runs on.
+    Raises:
+      ConfigError: the kernel is not built for the platform JAX runs on (see
+        :func:`resolve_backend` for the choice that falls back to pure JAX).
     """
     if not available():
-        plat = "an NVIDIA GPU" if _gpu_backend() else "the CPU"
-        _warn_fallback(f"the cuda_ext hash-grid kernel for {plat} is not built "
-                       f"(looked in {', '.join(str(d) for d in lib_dirs())})")
-        return getattr(hashgrid, "hash_encode", hashgrid.hash_encode_naive)(tables, x, cfg)
+        raise ConfigError(f"hash_encode_ffi: {_missing()}; {BUILD_HINT}")
     if tables.dtype != jnp.float32:
         raise TypeError(f"the ffi hash-grid backend needs float32 tables, got {tables.dtype}")
     if tables.shape != (cfg.total_entries, cfg.features_per_level):

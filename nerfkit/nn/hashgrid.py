@@ -1,5 +1,6 @@
 """The multiresolution hash encoding as a Flax NNX module, over the pure-JAX reference
-(:mod:`nerfkit.core.hashgrid`) or the optional XLA FFI kernel (:mod:`nerfkit.nn.ffi_backend`)."""
+(:mod:`nerfkit.core.hashgrid`) or the XLA FFI kernel that ``pip install`` compiles
+(:mod:`nerfkit.nn.ffi_backend`; Mueller et al., Instant-NGP, SIGGRAPH 2022)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from nerfkit.core.sharding import local_map
 
 
 class HashEncoding(nnx.Module):
-    """The hash-grid encoding as a module: ``x [..., 3]`` in ``[0, 1]^3`` -> ``[..., L*F]``."""
+    """The hash-grid encoding as a module: ``x [..., 3]`` in ``[0, 1]^3`` -> ``[..., L*F]``.
 
-    def __init__(self, cfg: hashgrid.HashGridConfig, backend: str, *, rngs: nnx.Rngs):
+    ``backend`` is ``auto`` (the kernel when it is built, else pure JAX with one warning per
+    process), ``ffi`` (the kernel; a ConfigError without it), ``jax`` or ``naive``; the one that
+    runs is ``self.backend`` (resolved here, by :func:`nerfkit.nn.ffi_backend.resolve_backend`).
+    All give the same values; the tables ``[total_entries, F]`` do not depend on it.
+    """
+
+    def __init__(self, cfg: hashgrid.HashGridConfig, backend: str = "auto", *, rngs: nnx.Rngs):
+        from nerfkit.nn.ffi_backend import resolve_backend
         self.cfg = cfg
-        self.backend = backend
+        self.backend = resolve_backend(backend)
         self.tables = nnx.Param(hashgrid.init_hash_tables(rngs.params(), cfg))
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -2,8 +2,8 @@
 
 The kernel tests run the handler of the platform JAX runs on: the CPU handler here and in CI, the
 CUDA handler on a GPU machine (where the oracle runs on the GPU too). They need the extension
-built (``bash cuda_ext/build.sh``) and skip without it, unless ``NERFKIT_REQUIRE_FFI=1`` (CI),
-which turns a missing build into a failure. Without a GPU the CUDA handler is only compiled
+built (``pip install -e .`` compiles it; or ``bash cuda_ext/build.sh``) and skip without it,
+unless ``NERFKIT_REQUIRE_FFI=1`` (CI), which turns a missing build into a failure. Without a GPU the CUDA handler is only compiled
 (nvcc, no GPU needed); that check skips when nvcc is absent.
 """
 
@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import jax
@@ -32,12 +31,12 @@ PLATFORM = "cuda" if jax.default_backend() == "gpu" else "cpu"  # the handler un
 BUILT = ffi_backend.available(PLATFORM)
 if not BUILT and os.environ.get("NERFKIT_REQUIRE_FFI"):
     raise RuntimeError(f"NERFKIT_REQUIRE_FFI is set but the cuda_ext {PLATFORM} kernel is not "
-                       "built: run `bash cuda_ext/build.sh`")
+                       f"available: {ffi_backend._missing()}; {ffi_backend.BUILD_HINT}")
 needs_kernel = pytest.mark.skipif(
-    not BUILT, reason=f"cuda_ext {PLATFORM} kernel not built (run `bash cuda_ext/build.sh`)")
+    not BUILT, reason=f"cuda_ext {PLATFORM} kernel not built (`pip install -e .` builds it)")
 needs_cpu_kernel = pytest.mark.skipif(
     not ffi_backend.available("cpu"),
-    reason="cuda_ext CPU kernel not built (run `bash cuda_ext/build.sh --cpu-only`)")
+    reason="cuda_ext CPU kernel not built (`pip install -e .` builds it)")
 
 # Direct and hashed levels (and a run of each); F = 2 (the NGP default), 4 and an odd width
 # (the generic path); a single level; F = 2 with a multiple of 8 levels and tables larger than
@@ -238,25 +237,20 @@ def test_ngp_training_same_loss_curve_with_kernel():
     np.testing.assert_allclose(losses["ffi"], losses["jax"], rtol=2e-3, atol=1e-5)
 
 
-def test_fallback_warns_once_and_matches(monkeypatch, tmp_path):
-    """Without a built kernel: one warning that says how to build it, pure-JAX values."""
+def test_without_kernel_hash_encode_ffi_raises(monkeypatch):
+    """Without a built kernel, calling it directly is a clear error saying how to build it (the
+    ``auto`` backend's fallback is tested in tests/nn/test_backend_choice.py)."""
+    from nerfkit.errors import ConfigError
     monkeypatch.setattr(ffi_backend, "_registered", {"cpu": False, "cuda": False})
-    monkeypatch.setattr(ffi_backend, "_warned", False)
     cfg = CONFIGS[0]
-    t, x = _tables(cfg), _points()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = hash_encode_ffi(t, x, cfg)
-        hash_encode_ffi(t, x[:5], cfg)
-    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(msgs) == 1 and "cuda_ext/build.sh" in msgs[0], msgs
-    np.testing.assert_allclose(out, hash_encode(t, x, cfg), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="not built.*pip install"):
+        hash_encode_ffi(_tables(cfg), _points(), cfg)
 
 
 def test_library_search_path(monkeypatch, tmp_path):
     monkeypatch.setenv("NERFKIT_FFI_LIB_DIR", str(tmp_path))
     dirs = ffi_backend.lib_dirs()
-    assert dirs[0] == tmp_path and dirs[-1] == ROOT / "cuda_ext" / "build"
+    assert dirs == [tmp_path, ROOT / "nerfkit" / "_ext", ROOT / "cuda_ext" / "build"]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: CUDA handler not checked")
