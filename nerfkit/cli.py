@@ -266,7 +266,9 @@ def _distill_type():
 def run_distill(cfg) -> int:
     from nerfkit.engine import distributed
     from nerfkit.engine.trainer import distill
-    summary = distill(cfg)
+    from nerfkit.viewer.training import make_callback
+    viewer = make_callback(cfg)
+    summary = distill(cfg, callbacks=[viewer] if viewer else [])
     if not distributed.is_main():
         return 0
     print(f"distilled {summary['step']} steps in {summary['train_seconds']:.0f} s from "
@@ -293,11 +295,9 @@ def run_view(cmd: ViewCommand) -> int:
 def run_train(cfg) -> int:
     from nerfkit.engine import distributed
     from nerfkit.engine.trainer import train
-    callbacks = []
-    if getattr(cfg, "viewer", False):
-        from nerfkit.viewer.training import make_callback
-        callbacks.append(make_callback(cfg))
-    summary = train(cfg, callbacks=callbacks)
+    from nerfkit.viewer.training import make_callback
+    viewer = make_callback(cfg)
+    summary = train(cfg, callbacks=[viewer] if viewer else [])
     if not distributed.is_main():
         return 0
     print(f"trained {summary['step']} steps in {summary['train_seconds']:.0f} s -> {summary['run_dir']}")

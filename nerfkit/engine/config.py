@@ -66,7 +66,7 @@ class TrainConfig:
       coordinator_address: ``host:port`` of process 0's coordinator (default:
         ``JAX_COORDINATOR_ADDRESS`` or the cluster's).
       viewer: serve the live browser viewer while training (:mod:`nerfkit.viewer`; it renders
-        between steps, at most 15% of the time).
+        between steps, at most 10% of the time).
       viewer_host, viewer_port: where the viewer listens (a busy port: the next free one).
     """
 

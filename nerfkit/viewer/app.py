@@ -301,19 +301,12 @@ class Viewer:
             if client is None:
                 continue
             t0 = time.perf_counter()
-            if self.scene.signal:
-                frame = 0 if self.time_slider is None else int(self.time_slider.value)
-                rgb = self.signal_fn(frame)
-                w, h = rgb.shape[1], rgb.shape[0]
-                label = f"frame {frame}"
-            else:
-                c2w, fov, aspect = cam
-                side = int(self.res_slider.value)
-                if not full:
-                    side = max(16, side // self.coarse)
-                w, h = view_size(aspect, side)
-                rgb = self.render_fn(c2w, view_intrinsics(fov, w, h), w, h, self._time())
-                label = "refined" if full else "coarse"
+            try:
+                rgb, w, h, label = self._render(cam, full)
+            except Exception as e:  # noqa: BLE001 (keep serving; say what went wrong)
+                self.render_info.value = f"render failed: {type(e).__name__}: {e}"[:200]
+                print(f"viewer: render failed ({type(e).__name__}: {e})", flush=True)
+                continue
             dt = time.perf_counter() - t0
             spent += dt
             img = (np.clip(np.asarray(rgb, np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
@@ -322,6 +315,23 @@ class Viewer:
                                 "full": full, "time": time.time()}
             self.render_info.value = f"{1000 * dt:.0f} ms, {w}x{h} ({label})"
         return spent
+
+    def _render(self, cam, full: bool):
+        """``(rgb [h, w, 3], w, h, label)`` of one client's camera (or the signal's frame)."""
+        if self.scene.signal:
+            frame = 0 if self.time_slider is None else int(self.time_slider.value)
+            rgb = self.signal_fn(frame)
+            w, h = rgb.shape[1], rgb.shape[0]
+            label = f"frame {frame}"
+        else:
+            c2w, fov, aspect = cam
+            side = int(self.res_slider.value)
+            if not full:
+                side = max(16, side // self.coarse)
+            w, h = view_size(aspect, side)
+            rgb = self.render_fn(c2w, view_intrinsics(fov, w, h), w, h, self._time())
+            label = "refined" if full else "coarse"
+        return rgb, w, h, label
 
     def serve_forever(self, idle_s: float = 0.02) -> None:
         """Renders as clients move until :meth:`close` (or Ctrl-C)."""

@@ -25,14 +25,14 @@ class ViewerCallback(Callback):
 
     Args:
       host, port: where to serve (the URL is printed).
-      max_fraction: largest share of wall time spent rendering (0.15: training keeps >= 85% of
-        its throughput while a browser is connected).
+      max_fraction: largest share of wall time spent rendering (0.10: the renders take at most
+        10% of training's time; the issue's limit for the whole viewer is 20%).
       refresh_s: re-render a still camera this often, seconds.
       resolution: initial longer side of the refined render, pixels.
       keep_open: after training, keep serving until Ctrl-C (``False``: close).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 7007, max_fraction: float = 0.15,
+    def __init__(self, host: str = "127.0.0.1", port: int = 7007, max_fraction: float = 0.10,
                  refresh_s: float = 3.0, resolution: int = 256, keep_open: bool = False):
         self.host, self.port = host, port
         self.max_fraction, self.refresh_s, self.resolution = max_fraction, refresh_s, resolution

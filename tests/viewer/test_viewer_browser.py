@@ -164,6 +164,7 @@ def test_browser_view_matches_render(run_dir, tmp_path):
     assert _psnr(np.full_like(shot[crop], shot[crop].mean()), ref[crop]) < 25.0
 
 
+@pytest.mark.slow
 def test_viewer_camera_path_round_trip(run_dir, tmp_path):
     """Keyframes saved by the viewer (nerfstudio's camera_path.json) -> ``nerfkit render``: each
     frame equals ``Renderer.render_camera`` of the camera the file holds (focal length from its
