@@ -7,6 +7,7 @@ Examples::
     nerfkit render runs/lego-ngp --split test --output renders/lego-ngp
     nerfkit render runs/lego-ngp --camera-path orbit --frames 60 --output renders/orbit
     nerfkit eval runs/lego-ngp --split test
+    nerfkit view runs/lego-ngp                       # live browser viewer (viser)
 
 User errors (a missing file, a malformed JSON, an existing run directory) print one message and
 exit with status 2; ``--debug`` anywhere on the command line shows the traceback.
@@ -45,6 +46,23 @@ class RenderCommand:
     """Also write depth maps (``<name>_depth.png``, normalised to the scene's near/far)."""
     chunk: OptInt = None
     """Rays per render call (bounds memory; default: the model's ``render_chunk``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewCommand:
+    """Open a trained run in the live browser viewer (viser): fly around, see the training
+    cameras, add keyframes and save a camera path (nerfstudio's camera_path.json)."""
+
+    run: tyro.conf.Positional[Path]
+    """The run directory written by ``nerfkit train``."""
+    port: int = 7007
+    """Port to serve on (a busy port: the next free one)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (``0.0.0.0``: reachable from other machines)."""
+    resolution: int = 256
+    """Initial longer side of the refined render, pixels (a slider in the viewer)."""
+    chunk: OptInt = None
+    """Rays per render call."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +283,9 @@ def _distill_type():
 def run_distill(cfg) -> int:
     from nerfkit.engine import distributed
     from nerfkit.engine.trainer import distill
-    summary = distill(cfg)
+    from nerfkit.viewer.training import make_callback
+    viewer = make_callback(cfg)
+    summary = distill(cfg, callbacks=[viewer] if viewer else [])
     if not distributed.is_main():
         return 0
     print(f"distilled {summary['step']} steps in {summary['train_seconds']:.0f} s from "
@@ -278,10 +298,23 @@ def run_distill(cfg) -> int:
     return 0
 
 
+def run_view(cmd: ViewCommand) -> int:
+    from nerfkit.viewer import view_run
+    viewer = view_run(cmd.run, cmd.host, cmd.port, cmd.resolution, chunk=cmd.chunk)
+    print(f"viewer: {viewer.url} (port {viewer.port}); Ctrl-C to stop", flush=True)
+    try:
+        viewer.serve_forever()
+    finally:
+        viewer.close()
+    return 0
+
+
 def run_train(cfg) -> int:
     from nerfkit.engine import distributed
     from nerfkit.engine.trainer import train
-    summary = train(cfg)
+    from nerfkit.viewer.training import make_callback
+    viewer = make_callback(cfg)
+    summary = train(cfg, callbacks=[viewer] if viewer else [])
     if not distributed.is_main():
         return 0
     print(f"trained {summary['step']} steps in {summary['train_seconds']:.0f} s -> {summary['run_dir']}")
@@ -397,6 +430,8 @@ def _commands(experiment=None) -> dict[str, tuple[Any, str]]:
                                           "(structure from motion) and a trainable dataset out."),
         "render": (RenderCommand, "Render a trained run: a dataset split's views, or a camera "
                                   "path as frames and MP4."),
+        "view": (ViewCommand, "Open a trained run in the live browser viewer (viser): fly "
+                              "around, save camera paths."),
         "eval": (EvalCommand, "Evaluate a trained run on a dataset split (PSNR, SSIM, LPIPS)."),
         "demo": (DemoCommand, "The quick start: train on the generated default scene, render, "
                               "print the test PSNR."),
@@ -453,6 +488,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return run_process(cmd)
         if isinstance(cmd, EvalCommand):
             return run_eval(cmd)
+        if isinstance(cmd, ViewCommand):
+            return run_view(cmd)
         if isinstance(cmd, DemoCommand):
             return run_demo(cmd)
         if isinstance(cmd, (ExportWeb, ExportMesh, ExportPointcloud, ExportCameras)):

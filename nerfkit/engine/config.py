@@ -71,6 +71,9 @@ class TrainConfig:
         the cluster's rank).
       coordinator_address: ``host:port`` of process 0's coordinator (default:
         ``JAX_COORDINATOR_ADDRESS`` or the cluster's).
+      viewer: serve the live browser viewer while training (:mod:`nerfkit.viewer`; it renders
+        between steps, at most 10% of the time).
+      viewer_host, viewer_port: where the viewer listens (a busy port: the next free one).
     """
 
     model: ModelConfig
@@ -97,6 +100,9 @@ class TrainConfig:
     num_processes: OptInt = None
     process_id: OptInt = None
     coordinator_address: OptStr = None
+    viewer: bool = False
+    viewer_host: str = "127.0.0.1"
+    viewer_port: int = 7007
 
     def load_split(self, split: str):
         """Loads ``split`` of ``data`` with this config's ``downscale`` and ``max_frames``."""

@@ -79,15 +79,18 @@ class Renderer:
             m = piece.origins.shape[0]
             if m < self.chunk:
                 piece = jax.tree_util.tree_map(
-                    lambda x: jnp.pad(x, [(0, self.chunk - m)] + [(0, 0)] * (x.ndim - 1),
-                                      mode="edge"), piece)
+                    lambda x: np.pad(x, [(0, self.chunk - m)] + [(0, 0)] * (x.ndim - 1),
+                                     mode="edge"), piece)
             yield m, piece
 
     def render_rays(self, rays: Rays, background: np.ndarray) -> dict[str, np.ndarray]:
         """Renders rays of any batch shape ``[...]``; returns numpy ``rgb [...,3]``, ``depth``,
         ``acc [...,1]``. ``background`` is ``[3]``."""
         shape = rays.batch_shape
-        flat = rays.reshape(-1)
+        # Slicing, padding and gathering the active rays happen in numpy: as eager JAX ops they
+        # would compile anew for every image size and every count of active rays (a live viewer
+        # meets a new count at each camera move); only the jit'd chunk function sees JAX.
+        flat = jax.tree_util.tree_map(np.asarray, rays.reshape(-1))
         n = int(np.prod(shape))
         bg = jnp.broadcast_to(jnp.asarray(background, jnp.float32), (self.chunk, 3))
         active = None

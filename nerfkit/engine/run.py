@@ -134,8 +134,9 @@ class LoadedRun(NamedTuple):
                           **({} if mf is None else {"max_frames": mf}))
 
 
-def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
-    """Loads a run's config, model and latest (or given) checkpoint."""
+def describe_run(run_dir: os.PathLike) -> tuple[TrainConfig, SceneInfo, RayGeometry, dict]:
+    """``(config, scene info, ray geometry, scene.json)`` of a run directory, without its
+    weights (what a viewer attached to a training run needs besides the live state)."""
     run_dir = Path(run_dir)
     cfg = load_train_config(run_dir)
     sj = read_json(run_dir / "scene.json", "scene description")
@@ -150,6 +151,13 @@ def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
                            check_camera_model(g.get("camera_model", PINHOLE)))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ConfigError(f"{run_dir / 'scene.json'}: malformed ({type(e).__name__}: {e})") from e
+    return cfg, info, geom, sj
+
+
+def load_run(run_dir: os.PathLike, step: Optional[int] = None) -> LoadedRun:
+    """Loads a run's config, model and latest (or given) checkpoint."""
+    run_dir = Path(run_dir)
+    cfg, info, geom, sj = describe_run(run_dir)
     graphdef, target, _ = init_state(cfg.model, info, cfg.seed)
     ckpt = Checkpointer(run_dir / "checkpoints", read_only=True)
     if ckpt.latest_step() is None:

@@ -457,11 +457,12 @@ def _final_eval(cfg, run_dir, step, train_time, renderer, test_scene, mark_eval,
     return out
 
 
-def distill(cfg: DistillConfig, console=None) -> dict[str, Any]:
+def distill(cfg: DistillConfig, console=None, callbacks: Sequence[Callback] = ()
+            ) -> dict[str, Any]:
     """Trains the student run described by ``cfg``; returns :func:`train`'s summary plus
     ``teacher`` and ``teacher_psnr`` (``None`` if the teacher has no test evaluation)."""
     train_cfg = student_train_config(cfg)
-    summary = train(train_cfg, console=console)
+    summary = train(train_cfg, console=console, callbacks=callbacks)
     summary["teacher"] = train_cfg.model.teacher
     summary["teacher_psnr"] = teacher_test_psnr(train_cfg.model.teacher)
     return summary

@@ -18,6 +18,25 @@ Camera-path JSON (``nerfkit-camera-path/v1``)::
 
 Positions follow a centripetal Catmull-Rom spline through the keyframes, orientations a
 spherical-linear interpolation of their quaternions, field of view and time a linear one.
+
+nerfstudio's ``camera_path.json`` (what its viewer's render panel saves and ``ns-render
+camera-path`` reads, ``nerfstudio/cameras/camera_paths.py: get_path_from_json``) is read too, and
+written by nerfkit's live viewer (:func:`nerfstudio_camera_path`)::
+
+    {"render_width": 640, "render_height": 480, "fps": 30, "seconds": 4.0,
+     "camera_type": "perspective",
+     "camera_path": [{"camera_to_world": [16 floats, row-major 4x4, OpenGL convention],
+                      "fov": 50.0,            # vertical field of view, degrees
+                      "aspect": 1.333,        # width / height
+                      "render_time": 0.0}, ...],   # optional (all frames or none), in [0, 1]
+     "keyframes": [...]}                      # the editor's keyframes; not needed to render
+
+Its ``camera_path`` holds every output frame (no interpolation here). Coordinates: poses are in
+the *run's scene coordinates* (what ``c2w`` in ``RUN/scene.json`` uses). A file written by
+nerfstudio holds poses in nerfstudio's dataparser coordinates; for data read from a
+``transforms.json`` nerfkit orients, centres and scales the poses the same way nerfstudio's
+default parser does, but nothing checks that the two agree (``scene.json``'s
+``transforms.world_transform`` maps the capture's coordinates to the run's).
 """
 
 import json
@@ -206,8 +225,61 @@ def interpolate_keyframes(c2w: np.ndarray, frames: int, fov_y=None, times=None,
                       None if times is None else np.asarray(out_t, np.float32))
 
 
+def nerfstudio_camera_path(path: CameraPath, width: int, height: int, fps: float,
+                           keyframes: Optional[list] = None) -> dict:
+    """nerfstudio's ``camera_path.json`` content of ``path`` (``c2w [F,3,4]`` OpenGL,
+    ``fov_y [F]`` degrees, required; ``times [F]`` optional) rendered at ``width x height``.
+    ``keyframes`` (any JSON-able list) is stored as the editor's keyframes."""
+    if path.fov_y is None:
+        raise ValueError("a nerfstudio camera path needs a field of view per frame")
+    frames = []
+    for i, c2w in enumerate(np.asarray(path.c2w, np.float64)):
+        m = np.eye(4)
+        m[:3, :4] = c2w[:3, :4]
+        fr = {"camera_to_world": [float(v) for v in m.reshape(-1)],
+              "fov": float(path.fov_y[i]), "aspect": float(width) / float(height)}
+        if path.times is not None:
+            fr["render_time"] = float(path.times[i])
+        frames.append(fr)
+    return {"camera_type": "perspective", "render_width": int(width),
+            "render_height": int(height), "fps": float(fps), "seconds": len(frames) / float(fps),
+            "is_cycle": False, "smoothness_value": 0.5, "keyframes": keyframes or [],
+            "camera_path": frames}
+
+
+def _load_nerfstudio(path: Path, spec: dict) -> CameraPath:
+    """A nerfstudio ``camera_path.json`` (see the module docstring) -> :class:`CameraPath`."""
+    frames = spec["camera_path"]
+    if not isinstance(frames, list) or not frames:
+        raise DataError(path, "'camera_path' must be a non-empty list of frames")
+    if spec.get("camera_type", "perspective") != "perspective":
+        raise DataError(path, f"camera_type {spec.get('camera_type')!r}: only 'perspective' "
+                              "paths can be rendered")
+    try:
+        width, height = int(spec["render_width"]), int(spec["render_height"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(path, "nerfstudio camera path needs integer 'render_width' and "
+                              "'render_height'") from None
+    mats, fovs, times = [], [], []
+    for i, fr in enumerate(frames):
+        m = np.asarray(fr.get("camera_to_world") if isinstance(fr, dict) else None, np.float64)
+        if m.size != 16 or not np.all(np.isfinite(m)):
+            raise DataError(path, f"camera_path[{i}]: 'camera_to_world' must be 16 finite numbers")
+        fov = fr.get("fov")
+        if not isinstance(fov, (int, float)) or not 0 < fov < 180:
+            raise DataError(path, f"camera_path[{i}]: 'fov' must be degrees in (0, 180)")
+        mats.append(m.reshape(4, 4)[:3])
+        fovs.append(float(fov))
+        times.append(fr.get("render_time"))
+    tms = None if any(t is None for t in times) else np.asarray(times, np.float32)
+    fps = spec.get("fps")
+    return CameraPath(np.stack(mats).astype(np.float32), np.asarray(fovs, np.float32), tms,
+                      width, height, None if fps is None else int(round(float(fps))))
+
+
 def load_camera_path(path: str | Path, default_frames: int = 120) -> CameraPath:
-    """Reads a ``nerfkit-camera-path/v1`` JSON file (see the module docstring)."""
+    """Reads a ``nerfkit-camera-path/v1`` JSON file or nerfstudio's ``camera_path.json`` (told
+    apart by its ``camera_path`` list; see the module docstring)."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "camera path file not found (or use 'orbit' / 'spiral')")
@@ -215,6 +287,8 @@ def load_camera_path(path: str | Path, default_frames: int = 120) -> CameraPath:
         spec = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(path, f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+    if isinstance(spec, dict) and "camera_path" in spec:
+        return _load_nerfstudio(path, spec)
     kfs = spec.get("keyframes") if isinstance(spec, dict) else None
     if not kfs:
         raise DataError(path, "missing or empty 'keyframes' list")

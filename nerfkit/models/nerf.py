@@ -234,7 +234,6 @@ class NeRF(Model):
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> RenderOutput:
-        cfg = self.cfg
         rows = None
         if frame_rows(rays):  # [K, P]: sample and composite flat, query the field per frame
             rows = rays.time[:, 0]
