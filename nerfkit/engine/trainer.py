@@ -221,6 +221,11 @@ def _progress_fraction(cfg: TrainConfig, max_steps: Optional[int], step: int,
     return min(fr, 1.0)
 
 
+#: Largest share of the training time the periodic (``--eval-every``) evaluations may take: an
+#: evaluation is skipped while those so far cost more than this fraction of the time trained.
+PERIODIC_EVAL_BUDGET = 0.1
+
+
 def periodic_eval_views(num_views: int, eval_views: int) -> list[int]:
     """Indices of the ``eval_views`` evenly spaced test views of the periodic evaluations
     (``--eval-every``)."""
@@ -335,8 +340,14 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
     data = distributed.put(source.data, replicated)
     step_fn = make_train_step(graphdef, tx, source, model_cfg.batch_size,
                               cfg.on_nonfinite == "skip", mesh, model_cfg.microbatch)
-    renderer = lambda state: Renderer(graphdef, state.params, state.buffers, geom,
-                                      model_cfg.render_chunk, mesh)
+    base_renderer: list[Renderer] = []
+
+    def renderer(state: TrainState) -> Renderer:
+        """A renderer of ``state``; built once, so evaluations reuse its compiled functions."""
+        if not base_renderer:
+            base_renderer.append(Renderer(graphdef, state.params, state.buffers, geom,
+                                          model_cfg.render_chunk, mesh))
+        return base_renderer[0].with_params(state.params, state.buffers)
     base_key = jax.random.key(cfg.seed)
     metrics_path = run_dir / "metrics.jsonl"
     eval_idx = (periodic_eval_views(len(test_scene), cfg.eval_views)
@@ -362,6 +373,7 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
     last_saved = start_step
     pending_marks = sorted(m for m in cfg.eval_minutes if 60.0 * m > train_time)
     mark_eval: Optional[dict] = None
+    eval_seconds = 0.0  # spent on periodic (--eval-every) evaluations
     metrics_file = open(metrics_path, "a") if main else contextlib.nullcontext(_NullFile())
     with prog, metrics_file as mf:
         while True:
@@ -403,8 +415,13 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
             if step % cfg.log_every == 0 or step == max_steps:
                 mf.write(json.dumps({"step": step, "time": train_time, **last}) + "\n")
                 mf.flush()
-            if cfg.eval_every and eval_idx and step % cfg.eval_every == 0:
+            if (cfg.eval_every and eval_idx and step % cfg.eval_every == 0
+                    and eval_seconds <= PERIODIC_EVAL_BUDGET * (train_time - t_resume)):
+                # Skipped while the periodic evaluations so far cost more than their share of
+                # the training time (so they never slow a run by more than about 10%).
+                t_ev = time.perf_counter()
                 ev = evaluate(renderer(state), test_scene, eval_idx)
+                eval_seconds += time.perf_counter() - t_ev
                 mf.write(json.dumps({"step": step, "time": train_time, "eval_psnr": ev["psnr"],
                                      "eval_ssim": ev["ssim"]}) + "\n")
                 prog.log(f"step {step}: test PSNR {ev['psnr']:.2f} dB on {len(eval_idx)} views")
