@@ -359,10 +359,12 @@ def run_render(cmd: RenderCommand) -> int:
 def run_eval(cmd: EvalCommand) -> int:
     from nerfkit.fileio import write_json_atomic
     from nerfkit.engine.evaluate import evaluate
+    from nerfkit.engine.progress import RenderProgress
     from nerfkit.engine.run import load_run
     run = load_run(cmd.run)
     scene = run.load_split(cmd.split)
-    ev = evaluate(run.renderer(cmd.chunk), scene, lpips=cmd.lpips)
+    with RenderProgress("eval", len(scene)) as prog:
+        ev = evaluate(run.renderer(cmd.chunk), scene, lpips=cmd.lpips, progress=prog)
     ev["step"] = run.step
     path = Path(cmd.run) / "eval" / f"{cmd.split}.json"
     write_json_atomic(path, ev)

@@ -46,7 +46,9 @@ class TrainConfig:
       overwrite: delete an existing ``output`` run first (never done without this flag).
       seed: random seed (initialisation, ray batches, sampling).
       log_every: steps between metrics lines in ``metrics.jsonl``.
-      eval_every: steps between quick evaluations on ``eval_views`` test views (0: never).
+      eval_every: steps between quick evaluations on ``eval_views`` test views (0: never); one
+        is skipped while these evaluations have cost more than 10% of the training time so far
+        (``trainer.PERIODIC_EVAL_BUDGET``).
       eval_views: number of test views of the periodic evaluation.
       eval_minutes: training-time marks (minutes) at which to evaluate on *every* test view
         (written to ``eval/test_<M>min.json``), e.g. ``2 5 10`` for a quality-vs-time curve.

@@ -13,6 +13,7 @@ import numpy as np
 
 from nerfkit.core import metrics
 from nerfkit.data.scene import Scene
+from nerfkit.engine.progress import RenderProgress
 from nerfkit.engine.renderer import Renderer
 
 
@@ -34,9 +35,21 @@ def _image_metrics(pred: jax.Array, gt: jax.Array) -> tuple[jax.Array, jax.Array
     return psnr, metrics.ssim(pred, gt, filter_size=SSIM_WINDOW)
 
 
+def _renders(renderer, scene: Scene, views: list[int]):
+    """Yields ``(i, render)`` per view: several small views per call where the renderer can
+    pack them (:meth:`Renderer.render_views`), one at a time otherwise."""
+    if not hasattr(renderer, "render_views"):
+        yield from ((i, renderer.render_view(scene, i)) for i in views)
+        return
+    group = renderer.views_per_call(scene)
+    for g in range(0, len(views), group):
+        yield from zip(views[g:g + group], renderer.render_views(scene, views[g:g + group]))
+
+
 def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = None,
              on_view: Optional[Callable[[int, dict[str, np.ndarray]], None]] = None,
-             lpips: bool = False) -> dict[str, Any]:
+             lpips: bool = False, progress: Optional[RenderProgress] = None
+             ) -> dict[str, Any]:
     """PSNR, SSIM and optionally LPIPS of renders against ``scene``'s images (composited on its
     background).
 
@@ -45,9 +58,11 @@ def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = 
     ``"lpips_seconds"`` (its share of ``seconds``) and a per-view ``"lpips"``.
     ``on_view(i, out)`` is called with each render (e.g. to save it). SSIM is NaN (with a
     warning) for images smaller than its 11-pixel window, LPIPS for images smaller than
-    AlexNet's 31 pixels; PSNR is computed at any size.
+    AlexNet's 31 pixels; PSNR is computed at any size. Views smaller than the renderer's chunk
+    are rendered several at a time (:meth:`Renderer.render_views`); ``progress``
+    (:class:`RenderProgress`) advances per view.
     """
-    views = range(len(scene)) if views is None else views
+    views = list(range(len(scene)) if views is None else views)
     h, w = scene.cameras.height, scene.cameras.width
     if min(h, w) < SSIM_WINDOW:
         warnings.warn(f"evaluation: {w}x{h} images are smaller than SSIM's {SSIM_WINDOW}-pixel "
@@ -65,8 +80,7 @@ def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = 
     per_view = []
     t0 = _time.perf_counter()
     lpips_seconds = 0.0
-    for i in views:
-        out = renderer.render_view(scene, i)
+    for i, out in _renders(renderer, scene, views):
         pred = np.clip(out["rgb"], 0.0, 1.0)
         gt = gt_all[i]
         p, s = (float(v) for v in _image_metrics(pred, gt))
@@ -79,6 +93,8 @@ def evaluate(renderer: Renderer, scene: Scene, views: Optional[Sequence[int]] = 
         per_view.append(view)
         if on_view is not None:
             on_view(i, out)
+        if progress is not None:
+            progress.advance()
     seconds = _time.perf_counter() - t0
     result = {
         "psnr": float(np.mean([v["psnr"] for v in per_view])),

@@ -66,3 +66,53 @@ class TrainProgress:
 
     def log(self, msg: str) -> None:
         self.console.print(msg)
+
+
+class RenderProgress:
+    """Shows the progress of rendering or evaluating views: count, views/s and ETA (rich); a plain
+    line every ``every`` seconds (and at the end) when not on a terminal.
+
+    Use as a context manager; call :meth:`advance` after each view (or group of views).
+    """
+
+    def __init__(self, what: str, total: int, console: Optional[Console] = None,
+                 every: float = 10.0):
+        self.console = console or Console(stderr=True)
+        self.what = what
+        self.total = int(total)
+        self.done = 0
+        self.every = every
+        self._interactive = self.console.is_terminal and not self.console.quiet
+        self._t0 = time.monotonic()
+        self._last_print = self._t0
+        self._progress = Progress(
+            TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.description}"),
+            TimeElapsedColumn(), console=self.console, transient=False,
+            disable=not self._interactive)
+        self._task = self._progress.add_task("", total=max(self.total, 1))
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def describe(self) -> str:
+        """``"12/200 views, 3.1 views/s, ETA 60s"``."""
+        el = time.monotonic() - self._t0
+        rate = self.done / el if el > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        return (f"{self.done}/{self.total} views, {rate:.2f} views/s"
+                + (f", ETA {eta:.0f}s" if self.done < self.total and rate > 0 else ""))
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._interactive:
+            self._progress.update(self._task, completed=self.done, description=self.describe())
+        elif not self.console.quiet:
+            now = time.monotonic()
+            if now - self._last_print >= self.every or self.done >= self.total:
+                self._last_print = now
+                self.console.print(f"[{self.what}] {self.describe()}", markup=False,
+                                   highlight=False)

@@ -222,6 +222,11 @@ def _progress_fraction(cfg: TrainConfig, max_steps: Optional[int], step: int,
     return min(fr, 1.0)
 
 
+#: Largest share of the training time the periodic (``--eval-every``) evaluations may take: an
+#: evaluation is skipped while those so far cost more than this fraction of the time trained.
+PERIODIC_EVAL_BUDGET = 0.1
+
+
 def periodic_eval_views(num_views: int, eval_views: int) -> list[int]:
     """Indices of the ``eval_views`` evenly spaced test views of the periodic evaluations
     (``--eval-every``)."""
@@ -340,8 +345,14 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
     data = distributed.put(source.data, replicated)
     step_fn = make_train_step(graphdef, tx, source, model_cfg.batch_size,
                               cfg.on_nonfinite == "skip", mesh, model_cfg.microbatch)
-    renderer = lambda state: Renderer(graphdef, state.params, state.buffers, geom,
-                                      model_cfg.render_chunk, mesh)
+    base_renderer: list[Renderer] = []
+
+    def renderer(state: TrainState) -> Renderer:
+        """A renderer of ``state``; built once, so evaluations reuse its compiled functions."""
+        if not base_renderer:
+            base_renderer.append(Renderer(graphdef, state.params, state.buffers, geom,
+                                          model_cfg.render_chunk, mesh))
+        return base_renderer[0].with_params(state.params, state.buffers)
     base_key = jax.random.key(cfg.seed)
     metrics_path = run_dir / "metrics.jsonl"
     eval_idx = (periodic_eval_views(len(test_scene), cfg.eval_views)
@@ -367,6 +378,7 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
     last_saved = start_step
     pending_marks = sorted(m for m in cfg.eval_minutes if 60.0 * m > train_time)
     mark_eval: Optional[dict] = None
+    eval_seconds = 0.0  # spent on periodic (--eval-every) evaluations
     logger = RunLogger(run_dir, cfg.logger, enabled=main,
                        purge_step=start_step + 1 if resuming else None)
     with prog, logger:
@@ -408,9 +420,14 @@ def train(cfg: TrainConfig, console=None, callbacks: Sequence[Callback] = ()) ->
                 cb.after_step(step, state, last)
             if step % cfg.log_every == 0 or step == max_steps:
                 logger.log({"step": step, "time": train_time, **last}, flush=True)
-            if cfg.eval_every and eval_idx and step % cfg.eval_every == 0:
+            if (cfg.eval_every and eval_idx and step % cfg.eval_every == 0
+                    and eval_seconds <= PERIODIC_EVAL_BUDGET * (train_time - t_resume)):
+                # Skipped while the periodic evaluations so far cost more than their share of
+                # the training time (so they never slow a run by more than about 10%).
+                t_ev = time.perf_counter()
                 _periodic_eval(step, train_time, renderer(state), test_scene, eval_idx, logger,
                                prog)
+                eval_seconds += time.perf_counter() - t_ev
             while pending_marks and train_time >= 60.0 * pending_marks[0] and test_scene:
                 mark = pending_marks.pop(0)
                 mark_eval = _eval_at_mark(run_dir, mark, step, train_time, renderer(state),

@@ -20,18 +20,37 @@ def _depth_image(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     return np.repeat(np.clip(1.0 - d, 0.0, 1.0), 3, axis=-1)
 
 
+def _views(renderer, scene, progress):
+    """``(i, render)`` for every view of ``scene``, small views packed several per call."""
+    group = renderer.views_per_call(scene)
+    for g in range(0, len(scene), group):
+        idx = list(range(g, min(g + group, len(scene))))
+        for i, out in zip(idx, renderer.render_views(scene, idx)):
+            yield i, out
+            progress.advance()
+
+
 def render_split(run, split: str, output: Path, depth: bool = False,
-                 chunk: Optional[int] = None, fps: int = 25) -> int:
+                 chunk: Optional[int] = None, fps: int = 25, console=None) -> int:
     """Renders every view of ``split``; writes ``output/<split>/<name>.png`` (for a video, also
-    the reconstructed clip ``output/<split>.mp4`` at ``fps``). Returns the count."""
+    the reconstructed clip ``output/<split>.mp4`` at ``fps``). Returns the count. Progress
+    (:class:`~nerfkit.engine.progress.RenderProgress`) goes to ``console`` (default: stderr)."""
+    from nerfkit.engine.progress import RenderProgress
     scene = run.load_split(split)
     renderer = run.renderer(chunk)
     out_dir = Path(output) / split
     out_dir.mkdir(parents=True, exist_ok=True)
     video = scene.metadata.get("format") == "video"
     frames = []
-    for i in range(len(scene)):
-        out = renderer.render_view(scene, i)
+    with RenderProgress(f"render {split}", len(scene), console) as prog:
+        _write_views(_views(renderer, scene, prog), scene, out_dir, frames, video, depth, run)
+    if frames:
+        write_video(Path(output) / f"{split}.mp4", frames, fps)
+    return len(scene)
+
+
+def _write_views(views, scene, out_dir, frames, video, depth, run) -> None:
+    for i, out in views:
         rgb = np.clip(out["rgb"], 0, 1)
         write_image_atomic(out_dir / f"{scene.names[i]}.png", rgb)
         if video:
@@ -39,9 +58,6 @@ def render_split(run, split: str, output: Path, depth: bool = False,
         if depth:
             write_image_atomic(out_dir / f"{scene.names[i]}_depth.png",
                                _depth_image(out["depth"], run.geom.near, run.geom.far))
-    if frames:
-        write_video(Path(output) / f"{split}.mp4", frames, fps)
-    return len(scene)
 
 
 def resolve_camera_path(run, spec: str, frames: int) -> CameraPath:
@@ -71,8 +87,11 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 
 def render_camera_path(run, spec: str, output: Path, frames: int = 120, fps: int = 30,
-                       depth: bool = False, chunk: Optional[int] = None) -> Path:
-    """Renders a camera path to ``output/frames/NNNN.png`` and ``output/video.mp4``."""
+                       depth: bool = False, chunk: Optional[int] = None,
+                       console=None) -> Path:
+    """Renders a camera path to ``output/frames/NNNN.png`` and ``output/video.mp4`` (progress to
+    ``console``, default stderr)."""
+    from nerfkit.engine.progress import RenderProgress
     path = resolve_camera_path(run, spec, frames)
     cams = run.scene_json["train_cameras"]
     width = int(path.width or cams["width"])
@@ -85,25 +104,34 @@ def render_camera_path(run, spec: str, output: Path, frames: int = 120, fps: int
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     images = []
-    for i, c2w in enumerate(path.c2w):
-        if path.fov_y is not None:
-            f = 0.5 * height / math.tan(0.5 * math.radians(float(path.fov_y[i])))
-            intr = np.array([f, f, width / 2, height / 2], np.float32)
-        else:
-            intr = np.array([base_intr[0] * scale, base_intr[1] * scale, width / 2, height / 2],
-                            np.float32)
-        t = None if path.times is None else float(path.times[i])
-        if t is None and run.info.has_time:
-            t = i / max(len(path.c2w) - 1, 1)
-        out = renderer.render_camera(c2w, intr, width, height, bg, t)
-        rgb = np.clip(out["rgb"], 0, 1)
-        write_image_atomic(frames_dir / f"{i:04d}.png", rgb)
-        if depth:
-            write_image_atomic(frames_dir / f"{i:04d}_depth.png",
-                               _depth_image(out["depth"], run.geom.near, run.geom.far))
-        images.append((rgb * 255 + 0.5).astype(np.uint8))
+    with RenderProgress("render path", len(path.c2w), console) as prog:
+        for i, c2w in enumerate(path.c2w):
+            images.append(_render_path_frame(run, renderer, path, i, c2w, width, height,
+                                             base_intr, scale, bg, frames_dir, depth))
+            prog.advance()
     if not images:
         raise NerfkitError("camera path has no frames")
     video = out_dir / "video.mp4"
     write_video(video, images, path.fps or fps)
     return video
+
+
+def _render_path_frame(run, renderer, path, i, c2w, width, height, base_intr, scale, bg,
+                       frames_dir, depth) -> np.ndarray:
+    """Renders and writes frame ``i`` of a camera path; returns it as uint8 ``[H, W, 3]``."""
+    if path.fov_y is not None:
+        f = 0.5 * height / math.tan(0.5 * math.radians(float(path.fov_y[i])))
+        intr = np.array([f, f, width / 2, height / 2], np.float32)
+    else:
+        intr = np.array([base_intr[0] * scale, base_intr[1] * scale, width / 2, height / 2],
+                        np.float32)
+    t = None if path.times is None else float(path.times[i])
+    if t is None and run.info.has_time:
+        t = i / max(len(path.c2w) - 1, 1)
+    out = renderer.render_camera(c2w, intr, width, height, bg, t)
+    rgb = np.clip(out["rgb"], 0, 1)
+    write_image_atomic(frames_dir / f"{i:04d}.png", rgb)
+    if depth:
+        write_image_atomic(frames_dir / f"{i:04d}_depth.png",
+                           _depth_image(out["depth"], run.geom.near, run.geom.far))
+    return (rgb * 255 + 0.5).astype(np.uint8)

@@ -96,6 +96,26 @@ class Model(nnx.Module):
         them and give them the background). Families without such knowledge don't override it."""
         raise NotImplementedError
 
+    def eval_samples(self, rays: Rays) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Optional (early ray termination, :class:`~nerfkit.engine.renderer.Renderer`): the
+        samples ``render_rays(train=False)`` composites for rays ``[B]``: ``t_mid [B, S]`` sorted
+        near to far (units of ``t``), ``deltas [B, S]`` interval lengths in world units and
+        ``valid [B, S]`` bool (invalid samples have zero density). Families that override it
+        also override :meth:`eval_density` and :meth:`eval_color`; the others are rendered by
+        ``render_rays`` alone."""
+        raise NotImplementedError
+
+    def eval_density(self, rays: Rays, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Optional, with :meth:`eval_samples`: density ``[B, K]`` (per world unit) at ray
+        parameters ``t [B, K]`` of rays ``[B]``, and the features ``[B, K, F]`` that
+        :meth:`eval_color` turns into colours (as ``render_rays`` sees them at evaluation)."""
+        raise NotImplementedError
+
+    def eval_color(self, rays: Rays, features: jax.Array) -> jax.Array:
+        """Optional, with :meth:`eval_samples`: colour ``[P, 3]`` of ``P`` samples from their
+        :meth:`eval_density` features ``[P, F]``, each seen along its ray of ``rays [P]``."""
+        raise NotImplementedError
+
     def pre_step(self, step: jax.Array, key: jax.Array) -> None:
         """Called inside the jit'd train step before the loss, outside the gradient: update
         non-parameter state such as occupancy grids (``nnx.Variable`` that are not ``Param``)."""

@@ -231,13 +231,16 @@ class NGP(Model):
         model has an embedding; ``None`` uses the unseen-camera (mean) vector.
         """
         sigma, h = self._geo(x)
+        return sigma, self._color(h, d, appearance)
+
+    def _color(self, h: jax.Array, d: jax.Array, appearance: Optional[jax.Array]) -> jax.Array:
+        """Colour ``[..., 3]`` from density-MLP outputs ``h [..., F]`` and unit ``d``."""
         sh = encodings.spherical_harmonics(d, self.cfg.sh_degree)
         parts = [h, jnp.broadcast_to(sh, (*h.shape[:-1], sh.shape[-1]))]
         if self.appearance is not None:
             a = self.appearance.unseen_vector() if appearance is None else appearance
             parts.append(jnp.broadcast_to(a, (*h.shape[:-1], a.shape[-1])))
-        rgb = self.color_mlp(jnp.concatenate(parts, axis=-1))
-        return sigma, rgb
+        return self.color_mlp(jnp.concatenate(parts, axis=-1))
 
     def radiance(self, x, d, time=None):
         return self.field(x, d)
@@ -282,6 +285,30 @@ class NGP(Model):
         if self.unbounded:
             return jnp.ones(rays.origins.shape[:-1], bool)
         return occupancy.occupied_length(rays, self.grid.get_value(), self.cfg.march_steps) > 0
+
+    def eval_samples(self, rays: Rays) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The ``eval_samples`` samples per ray that evaluation composites (stratum centres):
+        ``t_mid [B, S]``, world-unit ``deltas [B, S]``, ``valid [B, S]``."""
+        cfg = self.cfg
+        if self.unbounded:
+            t_mid, deltas_t, valid = occupancy.occupied_samples_contracted(
+                rays, self.grid.get_value(), cfg.eval_samples, cone_angle=cfg.cone_angle,
+                dt_min=cfg.dt_min, max_candidates=self.max_candidates, key=None,
+                norm=cfg.contraction_norm)
+        else:
+            t_mid, deltas_t, valid = occupancy.occupied_samples(
+                None, rays, self.grid.get_value(), cfg.march_steps, cfg.eval_samples)
+        return t_mid, deltas_t * jnp.linalg.norm(rays.directions, axis=-1, keepdims=True), valid
+
+    def eval_density(self, rays: Rays, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Density ``[B, K]`` at ``t [B, K]`` and the density MLP's outputs ``[B, K, F]`` (the
+        colour MLP's geometry input)."""
+        return self._geo(rays.points_at(t))
+
+    def eval_color(self, rays: Rays, features: jax.Array) -> jax.Array:
+        """Colour ``[P, 3]`` from density-MLP outputs ``features [P, F]`` along ``rays [P]``."""
+        app = self._ray_appearance(rays)
+        return self._color(features, rays.viewdirs, None if app is None else app[:, 0])
 
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:

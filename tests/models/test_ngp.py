@@ -103,7 +103,7 @@ def test_renderer_skips_empty_rays_exactly():
     occ[2:6, 2:6, 2:6] = True
     m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
     graphdef, params, buffers = nnx.split(m, nnx.Param, ...)
-    r = Renderer(graphdef, params, buffers, RayGeometry(2.0, 6.0), chunk=64)
+    r = Renderer(graphdef, params, buffers, RayGeometry(2.0, 6.0), chunk=64, early_stop=None)
     assert r._mask_fn is not None
     o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (300, 1))
     d = jax.random.normal(jax.random.key(2), (300, 3)) * 0.3 + jnp.array([0.0, 0.0, -1.0])
