@@ -60,8 +60,11 @@ def test_disabled_and_unknown_loggers(tmp_path):
 
 
 @pytest.mark.slow  # ~10 s: two compilations of a tiny NeRF's step, two renders
-def test_train_with_tensorboard_logger(tmp_path):
+def test_train_with_tensorboard_logger(tmp_path, monkeypatch):
     from nerfkit.data import load_scene
+    # Every --eval-every evaluation, whatever it costs next to 4 tiny steps (the trainer skips
+    # periodic evaluations beyond ~10% of the training time).
+    monkeypatch.setattr("nerfkit.engine.trainer.PERIODIC_EVAL_BUDGET", float("inf"))
     from nerfkit.data.synthetic import generate_default_scene
     data = generate_default_scene(tmp_path / "scene", num_train=2, num_test=2, resolution=16)
     run = tmp_path / "run"
