@@ -5,8 +5,9 @@ Two paths:
 * Every family: rays go through the model's ``render_rays`` in chunks of ``chunk`` rays; the last
   chunk is padded only up to the next bucket size (a power of two, at least ``min_chunk``), so a
   small image costs a small call, and a handful of compiled functions serve every image size.
-* Families that expose their evaluation samples (:meth:`~nerfkit.models.base.Model.eval_samples`
-  and :meth:`~nerfkit.models.base.Model.eval_shade`, e.g. the occupancy-grid NGP): *early ray
+* Families that expose their evaluation samples (:meth:`~nerfkit.models.base.Model.eval_samples`,
+  :meth:`~nerfkit.models.base.Model.eval_density` and
+  :meth:`~nerfkit.models.base.Model.eval_color`, e.g. the occupancy-grid NGP): *early ray
   termination*, as Instant-NGP's renderer (Müller et al., SIGGRAPH 2022, App. E.1) and nerfacc's
   ``render_transmittance_from_density`` early stop (Li et al., "NerfAcc", ICCV 2023) do. Each
   ray's samples are composited front to back in segments of a few samples; after each segment
