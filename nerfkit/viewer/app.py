@@ -167,7 +167,15 @@ class Viewer:
 
     def _add_scene_objects(self) -> None:
         sc = self.scene
+        # Frustums no larger than a third of the typical spacing of neighbouring cameras, so
+        # that from one training camera its neighbours (a capture's dense ring) do not cover the
+        # view; at most 8% of the rig's extent (sparse rigs such as Blender's).
+        centres = np.asarray(sc.c2w)[:, :3, 3]
         scale = 0.08 * self._extent
+        if len(centres) > 1:
+            d = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+            np.fill_diagonal(d, np.inf)
+            scale = min(scale, float(np.median(d.min(axis=1))) / 3.0) or scale
         self._frustums = []
         for i, c2w in enumerate(np.asarray(sc.c2w)):
             wxyz, pos = viser_from_c2w(c2w)
