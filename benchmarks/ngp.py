@@ -3,13 +3,15 @@
 Trains the ``ngp`` preset with the real CLI, each command in its own process (so each one's peak
 resident memory is its own):
 
-* lego at 200x200 (downscale 4) for ``--minutes`` (10) of training, evaluated on all 200 test
-  views after 2, 5 and 10 minutes (PSNR, SSIM); training rays/s; then ``nerfkit eval`` alone for
+* lego at 200x200 (downscale 4) for ``--minutes`` (10) of training, once per ``--backends``
+  (default ``auto``; ``auto jax`` compares with and without the kernel), evaluated on all 200 test
+  views after 2, 4, 5 and 10 minutes (PSNR, SSIM); training rays/s; then ``nerfkit eval`` alone for
   ``eval_seconds`` (200 views; issue 19's target: <= 60 s), rendering rays/s and rendering memory
   (``peak_rss_mb_eval``; ``peak_rss_mb``: the larger of training's and evaluation's);
 * fern (``images_8``, every 8th view held out, NDC) for ``--minutes``: test PSNR.
 
-    python benchmarks/ngp.py --out ngp.json [--minutes 10] [--skip-fern] [--keep-runs DIR]
+    python benchmarks/ngp.py --out ngp.json [--minutes 10] [--backends auto jax] [--skip-fern]
+        [--keep-runs DIR]
 """
 
 from __future__ import annotations
@@ -50,7 +52,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="ngp.json")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--marks", type=float, nargs="*", default=[2.0, 5.0, 10.0])
+    ap.add_argument("--marks", type=float, nargs="*", default=[2.0, 4.0, 5.0, 10.0])
+    ap.add_argument("--backends", nargs="+", default=["auto"],
+                    help="hash-grid backends to train lego with, one after the other "
+                         "(e.g. `auto jax`: with and without the kernel); the first is results.lego, "
+                         "the others results.lego_<backend>")
     ap.add_argument("--skip-fern", action="store_true")
     ap.add_argument("--keep-runs", default=None, help="keep the runs in this folder")
     ap.add_argument("--no-lpips", action="store_true",
@@ -67,36 +73,46 @@ def main() -> None:
     marks = [m for m in args.marks if m <= args.minutes]
     results: dict = {}
 
-    lego = tmp / "lego-ngp"
-    _, train_rss = run_cli(["train", "ngp", "--data", str(SHARED / "nerf_synthetic" / "lego"),
-                            "--downscale", "4", "--max-minutes", str(args.minutes),
-                            "--eval-minutes", *map(str, marks), "--output", str(lego),
-                            "--overwrite", *lpips_flag, *args.extra])
-    steps, rays_s = training_rays_per_s(lego, batch)
-    # The final evaluation (all 200 test views) ran in the training process: its timing gives
-    # the rendering rays/s, and the process's peak memory covers training and rendering.
-    ev = json.loads((lego / "eval" / "test.json").read_text())
+    def lego_run(backend: str) -> tuple[dict, list]:
+        lego = tmp / f"lego-ngp-{backend}"
+        _, train_rss = run_cli(["train", "ngp", "--data", str(SHARED / "nerf_synthetic" / "lego"),
+                                "--downscale", "4", "--max-minutes", str(args.minutes),
+                                "--eval-minutes", *map(str, marks), "--output", str(lego),
+                                "--overwrite", *lpips_flag, "--model.backend", backend, *args.extra])
+        steps, rays_s = training_rays_per_s(lego, batch)
+        # The final evaluation (all 200 test views) ran in the training process: its timing gives
+        # the rendering rays/s, and the process's peak memory covers training and rendering.
+        ev = json.loads((lego / "eval" / "test.json").read_text())
+        rows = []
+        res = {"backend": backend, "steps": steps, "train_rays_per_s": rays_s,
+               "peak_rss_mb_train_and_render": train_rss,
+               "render_rays_per_s": ev["num_views"] * 200 * 200
+                                    / (ev["seconds"] - ev.get("lpips_seconds", 0.0)),
+               "psnr": ev["psnr"], "ssim": ev["ssim"], "lpips": ev.get("lpips"),
+               "lpips_seconds": ev.get("lpips_seconds"), "minutes": args.minutes}
+        for m in marks:
+            f = lego / "eval" / f"test_{m:g}min.json"
+            if f.exists():
+                e = json.loads(f.read_text())
+                res[f"psnr_{m:g}min"], res[f"ssim_{m:g}min"] = e["psnr"], e["ssim"]
+                res[f"lpips_{m:g}min"] = e.get("lpips")
+                rows.append({"scene": f"lego 200x200 ({backend})", "minutes": m, "psnr": e["psnr"],
+                             "ssim": e["ssim"], "lpips": e.get("lpips"), "views": e["num_views"]})
+        # `nerfkit eval` alone (its own process): all 200 test views, its time and peak memory.
+        eval_wall, eval_rss = run_cli(["eval", str(lego)])
+        ev_alone = json.loads((lego / "eval" / "test.json").read_text())
+        res.update(eval_seconds=ev_alone["seconds"], eval_wall_seconds=eval_wall,
+                   peak_rss_mb_eval=eval_rss, peak_rss_mb=max(train_rss, eval_rss),
+                   eval_rays_per_s=ev_alone["num_views"] * 200 * 200 / ev_alone["seconds"])
+        return res, rows
+
     rows = []
-    res = {"steps": steps, "train_rays_per_s": rays_s, "peak_rss_mb_train_and_render": train_rss,
-           "render_rays_per_s": ev["num_views"] * 200 * 200
-                                / (ev["seconds"] - ev.get("lpips_seconds", 0.0)),
-           "psnr": ev["psnr"], "ssim": ev["ssim"], "lpips": ev.get("lpips"),
-           "lpips_seconds": ev.get("lpips_seconds"), "minutes": args.minutes}
-    for m in marks:
-        f = lego / "eval" / f"test_{m:g}min.json"
-        if f.exists():
-            e = json.loads(f.read_text())
-            res[f"psnr_{m:g}min"], res[f"ssim_{m:g}min"] = e["psnr"], e["ssim"]
-            res[f"lpips_{m:g}min"] = e.get("lpips")
-            rows.append({"scene": "lego 200x200", "minutes": m, "psnr": e["psnr"],
-                         "ssim": e["ssim"], "lpips": e.get("lpips"), "views": e["num_views"]})
-    # `nerfkit eval` alone (its own process): all 200 test views, its time and peak memory.
-    eval_wall, eval_rss = run_cli(["eval", str(lego)])
-    ev_alone = json.loads((lego / "eval" / "test.json").read_text())
-    res.update(eval_seconds=ev_alone["seconds"], eval_wall_seconds=eval_wall,
-               peak_rss_mb_eval=eval_rss, peak_rss_mb=max(train_rss, eval_rss),
-               eval_rays_per_s=ev_alone["num_views"] * 200 * 200 / ev_alone["seconds"])
-    results["lego"] = res
+    for i, backend in enumerate(args.backends):
+        res, lego_rows = lego_run(backend)
+        results["lego" if i == 0 else f"lego_{backend}"] = res
+        rows += lego_rows
+        if res.get("psnr_4min") is not None:
+            res["psnr_30db_by_4min"] = res["psnr_4min"] >= 30.0
 
     if not args.skip_fern:
         fern = tmp / "fern-ngp"
@@ -115,7 +131,7 @@ def main() -> None:
     print_table(rows, ["scene", "minutes", "psnr", "ssim", "lpips", "views"])
     print_table([{"what": k, "value": v} for k, v in results["lego"].items()
                  if not k.startswith(("psnr_", "ssim_", "lpips_"))], ["what", "value"])
-    out = {"benchmark": "ngp", "config": {"preset": "ngp", "extra_flags": args.extra,
+    out = {"benchmark": "ngp", "config": {"preset": "ngp", "extra_flags": args.extra, "backends": args.backends,
                                           "minutes": args.minutes, "marks": marks},
            "results": results, "environment": environment()}
     Path(args.out).write_text(json.dumps(out, indent=2))

@@ -84,6 +84,10 @@ def main() -> None:
 
     from nerfkit.engine.config import presets
     batch = presets()["ngp"][1].model.batch_size
+    # In an unbounded scene every ray crosses occupied space, so the packing keeps the first
+    # train_active_fraction of each batch in the loss: rays_per_s counts the batch, and
+    # loss_rays_per_s the rays that were trained on.
+    fraction = presets()["ngp"][1].model.train_active_fraction
     marks = [m for m in args.marks if m <= args.minutes]
     run = tmp / "bonsai-ngp"
     _, train_rss = run_cli(["train", "ngp", "--data", str(data), "--downscale",
@@ -101,6 +105,7 @@ def main() -> None:
         steps, rays_s = rays_per_s_until(run, e["train_seconds"], batch)
         results["ngp"][f"{m:g}"] = {"psnr": e["psnr"], "ssim": e["ssim"],
                                     "lpips": e.get("lpips"), "rays_per_s": rays_s,
+                                    "loss_rays_per_s": rays_s * fraction,
                                     "steps": steps, "views": e["num_views"]}
         rows.append({"minutes": m, "psnr": e["psnr"], "ssim": e["ssim"], "lpips": e.get("lpips"),
                      "rays_per_s": rays_s, "steps": steps, "views": e["num_views"]})

@@ -84,7 +84,10 @@ class NGPConfig(ModelConfig):
         updates; occupancy_threshold: density below which a cell is empty;
         occupancy_warmup: steps during which every cell is re-evaluated at each update.
       march_steps: candidate steps per ray through the box (occupancy tests, cheap).
-      num_samples: field evaluations per ray while training; eval_samples: while rendering.
+      num_samples: field evaluations per ray while training; eval_samples: while rendering;
+        unbounded_eval_samples: while rendering an unbounded scene, whose occupied length spans
+        the room (bonsai held-out views, the same 1415-step model: 22.80 / 23.39 / 23.49 / 23.51
+        dB with 48 / 96 / 192 / 384; early termination keeps the cost to the samples in front).
       weight_decay: L2 weight decay of the MLP weights. backend: hash-encoding implementation:
         ``auto`` (the custom kernel that ``pip install`` compiles, when it loads; else pure JAX,
         with one warning), ``ffi`` (the kernel, an error without it), ``jax`` (optimised pure
@@ -129,6 +132,7 @@ class NGPConfig(ModelConfig):
     march_steps: int = 512
     num_samples: int = 48
     eval_samples: int = 96
+    unbounded_eval_samples: int = 192
     weight_decay: float = 1e-6
     backend: str = "auto"
     s3im_weight: float = 0.0
@@ -287,12 +291,13 @@ class NGP(Model):
         return occupancy.occupied_length(rays, self.grid.get_value(), self.cfg.march_steps) > 0
 
     def eval_samples(self, rays: Rays) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """The ``eval_samples`` samples per ray that evaluation composites (stratum centres):
-        ``t_mid [B, S]``, world-unit ``deltas [B, S]``, ``valid [B, S]``."""
+        """The ``eval_samples`` (``unbounded_eval_samples``) samples per ray that evaluation
+        composites (stratum centres): ``t_mid [B, S]``, world-unit ``deltas [B, S]``,
+        ``valid [B, S]``."""
         cfg = self.cfg
         if self.unbounded:
             t_mid, deltas_t, valid = occupancy.occupied_samples_contracted(
-                rays, self.grid.get_value(), cfg.eval_samples, cone_angle=cfg.cone_angle,
+                rays, self.grid.get_value(), cfg.unbounded_eval_samples, cone_angle=cfg.cone_angle,
                 dt_min=cfg.dt_min, max_candidates=self.max_candidates, key=None,
                 norm=cfg.contraction_norm)
         else:
@@ -316,6 +321,7 @@ class NGP(Model):
         n = cfg.num_samples if train else cfg.eval_samples
         key = key if train else None
         if self.unbounded:
+            n = n if train else cfg.unbounded_eval_samples
             return self._render_unbounded(rays, key, n, background, train)
         if not train or cfg.train_active_fraction >= 1.0:
             return self._render(rays, key, n, background)

@@ -24,7 +24,7 @@ from nerfkit.models.ngp import NGPConfig
 
 SMALL = NGPConfig(levels=4, log2_table_size=10, max_resolution=64, hidden=16,
                   occupancy_resolution=8, march_steps=32, num_samples=8, eval_samples=8,
-                  max_candidates=64, appearance_dim=4, batch_size=64)
+                  unbounded_eval_samples=8, max_candidates=64, appearance_dim=4, batch_size=64)
 BOUNDED = SceneInfo(aabb=((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)), near=2.0, far=6.0)
 UNBOUNDED = SceneInfo(aabb=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)), near=0.05, far=1000.0,
                       white_background=False, unbounded=True, num_images=5)
