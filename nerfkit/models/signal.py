@@ -62,6 +62,9 @@ class SignalConfig(ModelConfig):
       output: ``auto`` (``sigmoid`` with Fourier features, else ``affine``), ``affine``
         (``0.5 + 0.5 * MLP``) or ``sigmoid``.
       width, depth: hidden width and number of hidden layers.
+      init: ``relu`` only: ``glorot`` (Glorot-uniform weights, zero biases) or ``torch``
+        (PyTorch ``nn.Linear``'s default, as in the official FFN/CAM image code: weights and
+        biases ``U(+-1/sqrt(fan_in))``).
       w0: SIREN's frequency factor (30).
       pos_freqs, time_freqs: positional-encoding octaves of ``(x, y)`` and of ``t``.
       resfields: ResField layers over time (videos).
@@ -84,6 +87,7 @@ class SignalConfig(ModelConfig):
     output: str = "auto"
     width: int = 256
     depth: int = 5
+    init: str = "glorot"
     w0: float = SIREN_W0
     pos_freqs: int = 10
     time_freqs: int = 8
@@ -189,7 +193,8 @@ class SignalField(Model):
             in_dim = encodings.positional_encoding_dim(2, cfg.pos_freqs, True) + (
                 encodings.positional_encoding_dim(1, cfg.time_freqs, True) if self.timed else 0)
         self.mlp = MLP(in_dim, cfg.width, cfg.depth, 3, rngs=rngs, activation=cfg.activation,
-                       w0=cfg.w0, resfields=cfg.resfields, num_frames=frames, cam=cam)
+                       init=cfg.init, w0=cfg.w0, resfields=cfg.resfields, num_frames=frames,
+                       cam=cam)
 
     def field(self, xy: jax.Array, time: Optional[jax.Array],
               frame_time: Optional[jax.Array] = None) -> jax.Array:

@@ -46,8 +46,13 @@ def siren_init(first: bool, w0: float = SIREN_W0) -> Callable:
     return init
 
 
+INITS = ("glorot", "torch")
+
+
 def fan_in_bias_init(fan_in: int) -> Callable:
-    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` biases (PyTorch's default, which SIREN keeps)."""
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: PyTorch ``nn.Linear``'s default biases (which
+    SIREN keeps), and its default weights too (``kaiming_uniform_(a=sqrt(5))`` has exactly this
+    bound)."""
     bound = 1.0 / math.sqrt(fan_in)
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
                                                                     bound)
@@ -63,6 +68,9 @@ class MLP(nnx.Module):
     Options shared by every field:
       activation: ``relu``, ``softplus``, ``sigmoid``, ``identity`` or ``sine`` (SIREN, with its
         initialisation; ``w0`` its frequency factor).
+      init: ``glorot`` (``kernel_init`` weights, zero biases) or ``torch`` (PyTorch
+        ``nn.Linear``'s default, which official PyTorch code inherits: weights and biases
+        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``). Sine networks always take SIREN's.
       resfields: hidden layers listed in ``resfields.layers`` become ResField layers with
         ``num_frames`` coefficient vectors (``__call__`` then needs ``time``).
       cam: a resolved :class:`~nerfkit.nn.modulation.CAMSpec` (or just its coordinate kind,
@@ -88,6 +96,7 @@ class MLP(nnx.Module):
         out_activation: str = "identity",
         use_bias: bool = True,
         kernel_init: Callable = nnx.initializers.glorot_uniform(),
+        init: str = "glorot",
         w0: float = SIREN_W0,
         resfields: Optional[ResFieldsConfig] = None,
         num_frames: int = 0,
@@ -97,6 +106,8 @@ class MLP(nnx.Module):
         if activation not in ACTIVATIONS and activation != "sine":
             raise ConfigError(f"unknown activation {activation!r}; known: "
                               f"{', '.join([*ACTIVATIONS, 'sine'])}")
+        if init not in INITS:
+            raise ConfigError(f"unknown init {init!r}; known: {', '.join(INITS)}")
         self.skips = tuple(skips)
         self.activation = activation
         self.out_activation = out_activation
@@ -120,8 +131,7 @@ class MLP(nnx.Module):
         for i in range(num_layers):
             if i in self.skips:
                 d += in_dim
-            kinit = siren_init(i == 0, self.w0) if sine else kernel_init
-            binit = fan_in_bias_init(d) if sine else nnx.initializers.zeros_init()
+            kinit, binit = self._inits(sine, init, kernel_init, d, i == 0)
             if i in res_layers:
                 layers.append(ResFieldLinear(d, hidden, num_frames, resfields.rank, rngs=rngs,
                                              kernel_init=kinit, bias_init=binit))
@@ -133,11 +143,19 @@ class MLP(nnx.Module):
             d = hidden
         self.layers = nnx.List(layers)
         self.cam = nnx.List(grids) if cam is not None else None
-        kinit = siren_init(False, self.w0) if sine else kernel_init
-        binit = fan_in_bias_init(d) if sine else nnx.initializers.zeros_init()
+        kinit, binit = self._inits(sine, init, kernel_init, d, False)
         self.out = (None if out_dim is None else
                     nnx.Linear(d, out_dim, use_bias=use_bias, kernel_init=kinit,
                                bias_init=binit, rngs=rngs))
+
+    def _inits(self, sine: bool, init: str, kernel_init: Callable, fan_in: int,
+               first: bool) -> tuple[Callable, Callable]:
+        """(weight, bias) initialisers of a layer with ``fan_in`` inputs."""
+        if sine:
+            return siren_init(first, self.w0), fan_in_bias_init(fan_in)
+        if init == "torch":
+            return fan_in_bias_init(fan_in), fan_in_bias_init(fan_in)
+        return kernel_init, nnx.initializers.zeros_init()
 
     def _act(self, h: jax.Array) -> jax.Array:
         if self.activation == "sine":
