@@ -1,0 +1,90 @@
+"""Seconds per training step on a trained run, before and after a change: two source trees.
+
+A step on a freshly initialised model marches an all-occupied grid; on a trained run the
+occupancy grid, the active rays and the samples are those of real training. This script loads
+``--run``'s latest checkpoint (parameters and occupancy grid; a fresh optimiser state) and times
+the jit'd train step of its config with each tree's ``nerfkit`` (``PYTHONPATH``), each round in
+its own process, the trees alternating round by round so that a shared CPU slows them alike
+(both load this checkout's compiled kernel, ``nerfkit/_ext``).
+Reports the best and median seconds per step of each tree and their ratio.
+
+    python benchmarks/train_step.py --run runs/lego-ngp --before /tmp/nerfkit-old \\
+        [--after .] [--steps 30] [--rounds 3] --out train_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common import print_table, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+import nerfkit.xla_flags as xla_flags
+xla_flags.configure_cpu()
+import jax, jax.numpy as jnp, numpy as np
+from nerfkit.data.raysource import PixelSource
+from nerfkit.engine.run import TrainState, load_run
+from nerfkit.engine.trainer import make_train_step
+run = load_run(sys.argv[1])
+steps = int(sys.argv[2])
+cfg = run.cfg.model
+scene = run.load_split("train")
+tx = cfg.optimizer()
+state = TrainState(run.params, run.buffers, tx.init(run.params), jnp.asarray(run.step, jnp.int32))
+src = PixelSource(scene, cfg.background)
+step = make_train_step(run.graphdef, tx, src, cfg.batch_size, False)
+key, lr = jax.random.key(0), np.float32(1e-3)
+state, m = step(state, src.data, key, lr)
+jax.block_until_ready(m)
+t0 = time.perf_counter()
+for i in range(steps):
+    state, m = step(state, src.data, jax.random.fold_in(key, i + 1), lr)
+jax.block_until_ready(m)
+print(json.dumps({"seconds_per_step": (time.perf_counter() - t0) / steps}))
+"""
+
+
+def one_round(tree: Path, run: str, steps: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # Both trees load this checkout's compiled kernel (a bare source tree has none).
+    if (ROOT / "nerfkit" / "_ext").is_dir():
+        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
+    out = subprocess.run([sys.executable, "-c", CHILD, run, str(steps)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["seconds_per_step"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="a trained run (nerfkit train output)")
+    ap.add_argument("--before", required=True, help="source tree of the code before the change")
+    ap.add_argument("--after", default=str(ROOT), help="source tree after (default: this one)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="train_step.json")
+    args = ap.parse_args()
+    trees = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
+    times: dict[str, list[float]] = {k: [] for k in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            times[name].append(one_round(tree, args.run, args.steps))
+    rows = [{"code": name, "tree": str(trees[name]), "best_s": min(ts),
+             "median_s": statistics.median(ts), "rounds": ts} for name, ts in times.items()]
+    for r in rows:
+        r["ratio_to_before"] = r["best_s"] / rows[0]["best_s"]
+    print_table(rows, ["code", "best_s", "median_s", "ratio_to_before"])
+    write_json(args.out, "train_step",
+               {"run": args.run, "steps": args.steps, "rounds": args.rounds}, {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()
