@@ -50,7 +50,8 @@ import numpy as np
 
 from nerfkit.core.cameras import make_cameras
 from nerfkit.data.io import (check_downscale, check_rigid_pose, image_size, load_images_parallel,
-                             read_image_downscaled, read_json, stack_images)
+                             read_image, read_image_downscaled, read_json, resample_image,
+                             stack_images)
 from nerfkit.data.poses import orient_and_center_poses
 from nerfkit.data.scene import Scene
 from nerfkit.errors import ConfigError, DataError
@@ -367,13 +368,18 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
       ``scene_scale`` (model units per capture unit) and the caller's ``metadata``.
     """
     n = len(image_paths)
-    if len({tuple(s) for s in sizes}) != 1:
-        first = sizes[0]
-        k = next(i for i, s in enumerate(sizes) if tuple(s) != tuple(first))
-        raise DataError(source, f"mixed image sizes: {rel_names[k]} is {sizes[k][0]}x"
-                                f"{sizes[k][1]} but {rel_names[0]} is {first[0]}x{first[1]} "
-                                f"(nerfkit needs one size for every image)")
-    full_w, full_h = sizes[0]
+    sizes = [(int(s[0]), int(s[1])) for s in sizes]
+    # Cameras of several sizes (e.g. two phones): every image is resampled to the most common
+    # size, and its intrinsics scaled by the same factors, exact for pinhole and OpenCV models
+    # (their distortion acts on normalised coordinates), pixel centres at +0.5 as in COLMAP.
+    counts = {sz: sizes.count(sz) for sz in dict.fromkeys(sizes)}
+    full_w, full_h = max(counts, key=counts.get)          # the first of the most common
+    odd = [i for i in range(n) if sizes[i] != (full_w, full_h)]
+    if odd:
+        k = odd[0]
+        warnings.warn(f"{source}: {len(odd)} of {n} images are not {full_w}x{full_h} (e.g. "
+                      f"{rel_names[k]}, {sizes[k][0]}x{sizes[k][1]}); they are resampled to the "
+                      f"common size, their intrinsics scaled to match", stacklevel=3)
     kinds = set(models)
     if "OPENCV_FISHEYE" in kinds and len(kinds) > 1:
         raise DataError(source, f"mixed camera models {sorted(kinds)}: fisheye and perspective "
@@ -394,7 +400,10 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
         if folder.is_dir():
             warnings.warn(f"{folder}: does not hold every image of the split; downscaling the "
                           f"full-resolution images by {downscale} in memory instead", stacklevel=3)
-    files = [Path(prescaled_paths[i]) if use_prescaled else Path(image_paths[i]) for i in idx]
+    is_odd = [sizes[i] != (full_w, full_h) for i in idx]
+    # Resampled images start from their full-resolution file (one exact scale per axis).
+    files = [Path(prescaled_paths[i]) if use_prescaled and not o else Path(image_paths[i])
+             for i, o in zip(idx, is_odd)]
     for p in files:
         _existing(p, source)
     extra_factor = 1 if use_prescaled else downscale
@@ -402,25 +411,37 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
     def load(p: Path):
         return read_image_downscaled(p, extra_factor)
 
-    loaded = load_images_parallel(files, load)
-    for p, (_, (h, w)) in zip(files, loaded):
-        if use_prescaled:
+    odd_files = {p for p, o in zip(files, is_odd) if o}
+    loaded = load_images_parallel(
+        files, lambda p: (read_image(p), None) if p in odd_files else load(p))
+    for p, i, o, (img, got) in zip(files, idx, is_odd, loaded):
+        w_i, h_i = sizes[i]
+        if o:
+            h, w = img.shape[:2]
+            if (w, h) != (w_i, h_i):
+                raise DataError(p, f"image is {w}x{h} but {source.name} says {w_i}x{h_i}")
+        elif use_prescaled:
+            h, w = got
             if abs(w - full_w / downscale) > 1 or abs(h - full_h / downscale) > 1:
                 raise DataError(p, f"image is {w}x{h}, expected about {full_w / downscale:g}x"
                                    f"{full_h / downscale:g} (1/{downscale} of {full_w}x{full_h})")
-        elif (w, h) != (full_w, full_h):
-            raise DataError(p, f"image is {w}x{h} but {source.name} says {full_w}x{full_h}")
-    got_h, got_w = loaded[0][1]
-    for p, (_, (h, w)) in zip(files, loaded):
-        if (h, w) != (got_h, got_w):
-            raise DataError(p, f"mixed image sizes: {w}x{h}, but {files[0].name} is "
-                               f"{got_w}x{got_h} (nerfkit needs one size for every image)")
+        elif (got[1], got[0]) != (full_w, full_h):
+            raise DataError(p, f"image is {got[1]}x{got[0]} but {source.name} says "
+                               f"{full_w}x{full_h}")
+    common = [img.shape[:2] for (img, _), o in zip(loaded, is_odd) if not o]
+    height, width = common[0] if common else (full_h // downscale, full_w // downscale)
+    for p, o, (img, _) in zip(files, is_odd, loaded):
+        if not o and img.shape[:2] != (height, width):   # images_N/ copies rounded differently
+            raise DataError(p, f"image is {img.shape[1]}x{img.shape[0]} but the other images "
+                               f"of its size in {p.parent.name}/ are {width}x{height}")
     # images_N/ hold size (H // N, W // N) or a rounded one; either way the intrinsics scale by
-    # exactly 1/N, as nerfstudio's dataparser and process-data do.
-    sx = sy = 1.0 / downscale
-    images, alphas = stack_images([img for img, _ in loaded])
+    # exactly 1/N, as nerfstudio's dataparser and process-data do. A resampled image's full
+    # extent maps onto the common one: its intrinsics scale by width / w_i and height / h_i.
+    sx = np.array([width / sizes[i][0] if o else 1.0 / downscale for i, o in zip(idx, is_odd)])
+    sy = np.array([height / sizes[i][1] if o else 1.0 / downscale for i, o in zip(idx, is_odd)])
+    images, alphas = stack_images([resample_image(img, height, width) if o else img
+                                   for (img, _), o in zip(loaded, is_odd)])
     del loaded
-    height, width = images.shape[1:3]
     # Distortion coefficients act on normalised coordinates: the same at every resolution.
     dist = np.asarray(distortion, np.float32)[idx]
     distorted = model != "PINHOLE" and bool(np.any(dist != 0))

@@ -282,9 +282,19 @@ def test_unsupported_model_and_mixed_sizes(tmp_path):
     with pytest.raises(DataError, match="unsupported camera model FULL_OPENCV") as info:
         load_scene(tmp_path / "a")
     assert "cameras.bin" in str(info.value) and "\n" not in str(info.value)
-    _capture(tmp_path / "b", models=("PINHOLE", "PINHOLE"), n=4, sizes={2: (20, 12)})
-    with pytest.raises(DataError, match="mixed image sizes"):
-        load_scene(tmp_path / "b", "all")
+    # two cameras of different sizes: the odd one's images are resampled, intrinsics scaled
+    rec = _capture(tmp_path / "b", models=("PINHOLE", "PINHOLE"), n=4, sizes={2: (20, 12)})
+    with pytest.warns(UserWarning, match="are not 16x12"):
+        s = load_scene(tmp_path / "b", "all")
+    assert s.images.shape[1:3] == (H, W)
+    for k, name in enumerate(sorted(im.name for im in rec.images.values())):
+        im = next(i for i in rec.images.values() if i.name == name)
+        cam = rec.cameras[im.camera_id]
+        sx, sy = W / cam.width, H / cam.height
+        np.testing.assert_allclose([s.cameras.fx[k], s.cameras.cx[k]],
+                                   [cam.params[0] * sx, cam.params[2] * sx], rtol=1e-6)
+        np.testing.assert_allclose([s.cameras.fy[k], s.cameras.cy[k]],
+                                   [cam.params[1] * sy, cam.params[3] * sy], rtol=1e-6)
     # an image file whose size differs from its camera
     rec = _capture(tmp_path / "c", models=("PINHOLE",), n=2, image_sizes={"img_00.png": (8, 6)})
     with pytest.raises(DataError, match="says 16x12") as info:

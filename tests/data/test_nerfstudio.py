@@ -115,12 +115,30 @@ def test_per_frame_intrinsics_and_camera_angle(tmp_path):
     assert s2.metadata["aabb_scale"] == 16
 
 
-def test_mixed_sizes_in_file_and_on_disk(tmp_path):
+def test_mixed_sizes_are_resampled_with_their_intrinsics(tmp_path):
+    # Frame 2 comes from a camera with twice the resolution (32x24, intrinsics doubled): it is
+    # resampled to the common 16x12 and its intrinsics scaled by 1/2, so it ends up with the
+    # intrinsics of the others and (a smooth image) the same pixels as a 16x12 capture of it.
     root = tmp_path / "cap"
-    _capture(root, n=4, frame_extra={2: {"w": 20}})
-    with pytest.raises(DataError, match="mixed image sizes") as info:
-        load_nerfstudio(root, "all")
-    assert "transforms.json" in str(info.value)
+    _capture(root, n=4, frame_extra={2: {"w": 2 * W, "h": 2 * H, "fl_x": 28.0, "fl_y": 26.0,
+                                         "cx": 16.4, "cy": 11.8}})
+    yy, xx = np.mgrid[0:2 * H, 0:2 * W] + 0.5          # pixel centres of the 32x24 image
+    smooth = lambda y, x: np.stack([x / (2 * W), y / (2 * H), 0.5 + 0.0 * x], -1)
+    iio.imwrite(root / "images" / "frame_00002.png",
+                np.round(255 * smooth(yy, xx)).astype(np.uint8))
+    with pytest.warns(UserWarning, match=r"1 of 4 images are not 16x12 \(e.g. images/"
+                                         r"frame_00002.png, 32x24\)"):
+        s = load_nerfstudio(root, "all")
+    assert s.images.shape[1:3] == (H, W)
+    k = s.names.index("frame_00002")
+    for j in range(4):
+        np.testing.assert_allclose([s.cameras.fx[j], s.cameras.fy[j], s.cameras.cx[j],
+                                    s.cameras.cy[j]], [14.0, 13.0, 8.2, 5.9], rtol=1e-6)
+    # The 16x12 pixel centres (i + 0.5) sit at 2 (i + 0.5) on the 32x24 grid.
+    yc, xc = np.mgrid[0:H, 0:W] + 0.5
+    want = smooth(2 * yc, 2 * xc)
+    inner = (slice(1, -1), slice(1, -1))                # the filter's border clamps
+    np.testing.assert_allclose(s.images[k][inner], want[inner], atol=2.5 / 255)
     root2 = tmp_path / "cap2"
     _capture(root2, n=4)
     iio.imwrite(root2 / "images" / "frame_00002.png", np.zeros((12, 20, 3), np.uint8))
