@@ -158,11 +158,16 @@ class Renderer:
         """This renderer with other parameters of the same model (e.g. a later training state):
         the compiled functions are shared, so nothing is traced or compiled again."""
         other = copy.copy(self)
-        if self.mesh is not None:
-            params, buffers = distributed.put((params, buffers), self._rep)
-        other.params, other.buffers = params, buffers
+        other.set_params(params, buffers)
         other.counts = {k: 0 for k in self.counts}
         return other
+
+    def set_params(self, params: Any, buffers: Any) -> None:
+        """Renders with these parameters from now on (placed on the mesh, if any), in place:
+        for holders of this renderer, e.g. the live viewer during training."""
+        if self.mesh is not None:
+            params, buffers = distributed.put((params, buffers), self._rep)
+        self.params, self.buffers = params, buffers
 
     def _count(self, rays: int, samples: int = 0, colors: int = 0) -> None:
         self.counts["calls"] += 1

@@ -86,7 +86,7 @@ class ViewerCallback(Callback):
         if v is None:
             return
         # The last step's state stays valid after training (a kept-open viewer renders it).
-        self.renderer.params, self.renderer.buffers = state.params, state.buffers
+        self.renderer.set_params(state.params, state.buffers)
         now = time.monotonic()
         if now < self._next or not v.pending():
             return
