@@ -26,7 +26,11 @@ median wall time of the steps after the first two.
 
 JSON: ``results.<task>.<variant>`` = ``{"psnr", "test_psnr", "step_ms", "params", "steps",
 "minutes", "curve"}`` (``curve``: held-out PSNR after 25, 50, 100, 200, ... steps, for the
-equal-steps comparison and the trend with steps; images: the generalisation run's) plus ``ratios`` (``video``: B/A and C/A step time; images: CAM/FFN step time).
+equal-steps comparison and the trend with steps; images: the generalisation run's, and
+``regression_curve`` the regression run's PSNR on all pixels) plus ``ratios`` (``video``: B/A and
+C/A step time; images: CAM/FFN step time). ``--image-variants``, ``--image-protocols`` and
+``--image-init torch`` (PyTorch's default init, as the official code) narrow or vary the image
+runs.
 
     python benchmarks/signals.py --out benchmarks/results/signals.json --minutes 10
     python benchmarks/signals.py --steps 20 --out /tmp/signals_smoke.json   # a smoke run
@@ -204,10 +208,11 @@ def image_task(task, img, args, rows, results):
     h, w = img.shape[:2]
     scene = signal_scene(img[None], [task], Path(task), "train", "image", timed=False)
     ffn = SignalConfig(activation="relu", encoding="fourier", width=256, depth=3, lr_init=1e-3,
-                       lr_schedule="step", batch_size=h * w)
+                       lr_schedule="step", batch_size=h * w, init=args.image_init)
     variants = {"ffn": ffn, "ffn_cam": dataclasses.replace(ffn, cam=CAMConfig(enabled=True)),
                 "ffn_cam_nonorm": dataclasses.replace(ffn, cam=CAMConfig(enabled=True,
                                                                          norm="none"))}
+    variants = {k: v for k, v in variants.items() if k in args.image_variants}
     geom, cams = ray_geometry(scene), scene.cameras
     intr = np.array([cams.fx[0], cams.fy[0], cams.cx[0], cams.cy[0]], np.float32)
     rays = camera_image_rays(geom, cams.c2w[0], intr, w, h).reshape(-1)
@@ -218,6 +223,8 @@ def image_task(task, img, args, rows, results):
         print(f"== {task} / {name}", flush=True)
         out = {}
         for protocol, held in (("regression", None), ("generalisation", every2)):
+            if protocol not in args.image_protocols:
+                continue
             source = FrameSource(scene, 0, held, background="black", all_pixels=True)
 
             def psnr_all(model):
@@ -227,18 +234,22 @@ def image_task(task, img, args, rows, results):
                 return psnr_of(float(np.square(pred - img).mean()))
 
             model, rec = train_variant(cfg, scene, source, args.steps, args.minutes, h * w,
-                                       test_fn=psnr_all if held is not None else None)
+                                       test_fn=psnr_all)
             out[protocol] = {**rec, "psnr_all": psnr_all(model)}
-        r = out["regression"]
-        rec = {"psnr": r["psnr_all"], "test_psnr": out["generalisation"]["psnr_all"],
-               "step_ms": r["step_ms"], "params": r["params"], "steps": r["steps"],
-               "minutes": r["minutes"],
-               "generalisation_steps": out["generalisation"]["steps"],
-               "curve": out["generalisation"]["curve"]}
+        r = out.get("regression", {})
+        g = out.get("generalisation", {})
+        first = r or g
+        rec = {"psnr": r.get("psnr_all"), "test_psnr": g.get("psnr_all"),
+               "step_ms": first["step_ms"], "params": first["params"], "steps": first["steps"],
+               "minutes": first["minutes"], "generalisation_steps": g.get("steps"),
+               "curve": g.get("curve"), "regression_curve": r.get("curve")}
         results[task][name] = rec
-        rows.append({"task": task, "variant": name, **{k: x for k, x in rec.items() if k != "curve"}})
+        rows.append({"task": task, "variant": name,
+                     **{k: x for k, x in rec.items() if not k.endswith("curve")}})
         print_table(rows[-1:], list(rows[-1]))
     v = results[task]
+    if "ffn" not in v or "ffn_cam" not in v:
+        return
     results[task]["ratios"] = {
         "step_ms_cam_over_ffn": v["ffn_cam"]["step_ms"] / v["ffn"]["step_ms"],
         "params_cam_over_ffn": v["ffn_cam"]["params"] / v["ffn"]["params"]}
@@ -293,6 +304,10 @@ def main() -> None:
     ap.add_argument("--video-batch", type=int, default=20000,
                     help="pixels per step, split evenly over the frames (official: 200000)")
     ap.add_argument("--video-lr", type=float, default=5e-5)
+    ap.add_argument("--image-variants", nargs="+", default=["ffn", "ffn_cam", "ffn_cam_nonorm"])
+    ap.add_argument("--image-protocols", nargs="+", default=["regression", "generalisation"])
+    ap.add_argument("--image-init", default="glorot", choices=["glorot", "torch"],
+                    help="MLP init of the image variants (torch: nn.Linear's, the official code's)")
     ap.add_argument("--dnerf-downscale", type=int, default=8)
     ap.add_argument("--dnerf-views", type=int, default=5)
     args = ap.parse_args()
