@@ -306,8 +306,9 @@ def main() -> None:
     ap.add_argument("--video-lr", type=float, default=5e-5)
     ap.add_argument("--image-variants", nargs="+", default=["ffn", "ffn_cam", "ffn_cam_nonorm"])
     ap.add_argument("--image-protocols", nargs="+", default=["regression", "generalisation"])
-    ap.add_argument("--image-init", default="glorot", choices=["glorot", "torch"],
-                    help="MLP init of the image variants (torch: nn.Linear's, the official code's)")
+    ap.add_argument("--image-init", default="torch", choices=["glorot", "torch", "auto"],
+                    help="MLP init of the image variants (torch: nn.Linear's, the official code's; "
+                         "it decides the ranking, see README; auto: the library's default)")
     ap.add_argument("--dnerf-downscale", type=int, default=8)
     ap.add_argument("--dnerf-views", type=int, default=5)
     args = ap.parse_args()

@@ -1,6 +1,7 @@
 """MLP initialisations: ``torch`` is PyTorch nn.Linear's default, U(+-1/sqrt(fan_in)) for weights
 and biases (kaiming_uniform_(a=sqrt(5)): gain sqrt(2/(1+5)), bound gain*sqrt(3/fan_in))."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -51,3 +52,14 @@ def test_signal_ffn_takes_the_torch_init():
     model = cfg.build(scene, nnx.Rngs(0))
     b = np.asarray(model.mlp.layers[0].bias[...])
     assert 0 < np.abs(b).max() <= 1.0 / math.sqrt(32)
+
+
+def test_signal_init_auto_is_torch_with_cam_only():
+    from nerfkit.models.signal import SignalConfig
+    from nerfkit.nn.modulation import CAMConfig
+    ffn = SignalConfig(activation="relu", encoding="fourier")
+    assert ffn.resolved_init() == "glorot"
+    assert dataclasses.replace(ffn, cam=CAMConfig(enabled=True)).resolved_init() == "torch"
+    assert dataclasses.replace(ffn, cam=CAMConfig(enabled=True),
+                               init="glorot").resolved_init() == "glorot"
+    assert SignalConfig().resolved_init() == "glorot"     # SIREN: its own init anyway
