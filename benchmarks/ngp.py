@@ -55,7 +55,8 @@ def main() -> None:
     ap.add_argument("--marks", type=float, nargs="*", default=[2.0, 4.0, 5.0, 10.0])
     ap.add_argument("--backends", nargs="+", default=["auto"],
                     help="hash-grid backends to train lego with, one after the other "
-                         "(e.g. `auto jax`: with and without the kernel); the first is results.lego, "
+                         "(e.g. `auto jax`: with and without the kernel); the first is "
+                         "results.lego, "
                          "the others results.lego_<backend>")
     ap.add_argument("--skip-fern", action="store_true")
     ap.add_argument("--keep-runs", default=None, help="keep the runs in this folder")
@@ -78,7 +79,8 @@ def main() -> None:
         _, train_rss = run_cli(["train", "ngp", "--data", str(SHARED / "nerf_synthetic" / "lego"),
                                 "--downscale", "4", "--max-minutes", str(args.minutes),
                                 "--eval-minutes", *map(str, marks), "--output", str(lego),
-                                "--overwrite", *lpips_flag, "--model.backend", backend, *args.extra])
+                                "--overwrite", *lpips_flag, "--model.backend", backend,
+                                *args.extra])
         steps, rays_s = training_rays_per_s(lego, batch)
         # The final evaluation (all 200 test views) ran in the training process: its timing gives
         # the rendering rays/s, and the process's peak memory covers training and rendering.
@@ -131,7 +133,8 @@ def main() -> None:
     print_table(rows, ["scene", "minutes", "psnr", "ssim", "lpips", "views"])
     print_table([{"what": k, "value": v} for k, v in results["lego"].items()
                  if not k.startswith(("psnr_", "ssim_", "lpips_"))], ["what", "value"])
-    out = {"benchmark": "ngp", "config": {"preset": "ngp", "extra_flags": args.extra, "backends": args.backends,
+    out = {"benchmark": "ngp", "config": {"preset": "ngp", "extra_flags": args.extra,
+                                          "backends": args.backends,
                                           "minutes": args.minutes, "marks": marks},
            "results": results, "environment": environment()}
     Path(args.out).write_text(json.dumps(out, indent=2))

@@ -202,8 +202,8 @@ class SignalField(Model):
             in_dim = encodings.positional_encoding_dim(2, cfg.pos_freqs, True) + (
                 encodings.positional_encoding_dim(1, cfg.time_freqs, True) if self.timed else 0)
         self.mlp = MLP(in_dim, cfg.width, cfg.depth, 3, rngs=rngs, activation=cfg.activation,
-                       init=cfg.resolved_init(), w0=cfg.w0, resfields=cfg.resfields, num_frames=frames,
-                       cam=cam)
+                       init=cfg.resolved_init(), w0=cfg.w0, resfields=cfg.resfields,
+                       num_frames=frames, cam=cam)
 
     def field(self, xy: jax.Array, time: Optional[jax.Array],
               frame_time: Optional[jax.Array] = None) -> jax.Array:
