@@ -85,7 +85,7 @@ def main() -> None:
         # The final evaluation (all 200 test views) ran in the training process: its timing gives
         # the rendering rays/s, and the process's peak memory covers training and rendering.
         ev = json.loads((lego / "eval" / "test.json").read_text())
-        rows = []
+        lego_rows = []
         res = {"backend": backend, "steps": steps, "train_rays_per_s": rays_s,
                "peak_rss_mb_train_and_render": train_rss,
                "render_rays_per_s": ev["num_views"] * 200 * 200
@@ -98,15 +98,16 @@ def main() -> None:
                 e = json.loads(f.read_text())
                 res[f"psnr_{m:g}min"], res[f"ssim_{m:g}min"] = e["psnr"], e["ssim"]
                 res[f"lpips_{m:g}min"] = e.get("lpips")
-                rows.append({"scene": f"lego 200x200 ({backend})", "minutes": m, "psnr": e["psnr"],
-                             "ssim": e["ssim"], "lpips": e.get("lpips"), "views": e["num_views"]})
+                lego_rows.append({"scene": f"lego 200x200 ({backend})", "minutes": m,
+                                  "psnr": e["psnr"], "ssim": e["ssim"], "lpips": e.get("lpips"),
+                                  "views": e["num_views"]})
         # `nerfkit eval` alone (its own process): all 200 test views, its time and peak memory.
         eval_wall, eval_rss = run_cli(["eval", str(lego)])
         ev_alone = json.loads((lego / "eval" / "test.json").read_text())
         res.update(eval_seconds=ev_alone["seconds"], eval_wall_seconds=eval_wall,
                    peak_rss_mb_eval=eval_rss, peak_rss_mb=max(train_rss, eval_rss),
                    eval_rays_per_s=ev_alone["num_views"] * 200 * 200 / ev_alone["seconds"])
-        return res, rows
+        return res, lego_rows
 
     rows = []
     for i, backend in enumerate(args.backends):

@@ -83,11 +83,12 @@ def main() -> None:
     results["process"].update(wall_seconds=wall, peak_rss_mb=rss, reused=wall is None)
 
     from nerfkit.engine.config import presets
-    batch = presets()["ngp"][1].model.batch_size
+    preset = presets()["ngp"][1].model
+    batch = preset.batch_size
     # In an unbounded scene every ray crosses occupied space, so the packing keeps the first
     # train_active_fraction of each batch in the loss: rays_per_s counts the batch, and
     # loss_rays_per_s the rays that were trained on.
-    fraction = presets()["ngp"][1].model.train_active_fraction
+    fraction = preset.train_active_fraction
     marks = [m for m in args.marks if m <= args.minutes]
     run = tmp / "bonsai-ngp"
     _, train_rss = run_cli(["train", "ngp", "--data", str(data), "--downscale",

@@ -408,12 +408,14 @@ def build_capture_scene(*, fmt: str, root: Path, source: Path, split: str, downs
         _existing(p, source)
     extra_factor = 1 if use_prescaled else downscale
 
+    odd_files = {p for p, o in zip(files, is_odd) if o}
+
     def load(p: Path):
+        if p in odd_files:                      # resampled below, from full resolution
+            return read_image(p), None
         return read_image_downscaled(p, extra_factor)
 
-    odd_files = {p for p, o in zip(files, is_odd) if o}
-    loaded = load_images_parallel(
-        files, lambda p: (read_image(p), None) if p in odd_files else load(p))
+    loaded = load_images_parallel(files, load)
     for p, i, o, (img, got) in zip(files, idx, is_odd, loaded):
         w_i, h_i = sizes[i]
         if o:

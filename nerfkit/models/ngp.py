@@ -290,6 +290,14 @@ class NGP(Model):
             return jnp.ones(rays.origins.shape[:-1], bool)
         return occupancy.occupied_length(rays, self.grid.get_value(), self.cfg.march_steps) > 0
 
+    def _num_samples(self, train: bool) -> int:
+        """Samples per ray: ``num_samples`` while training, else ``eval_samples`` (bounded) or
+        ``unbounded_eval_samples``."""
+        cfg = self.cfg
+        if train:
+            return cfg.num_samples
+        return cfg.unbounded_eval_samples if self.unbounded else cfg.eval_samples
+
     def eval_samples(self, rays: Rays) -> tuple[jax.Array, jax.Array, jax.Array]:
         """The ``eval_samples`` (``unbounded_eval_samples``) samples per ray that evaluation
         composites (stratum centres): ``t_mid [B, S]``, world-unit ``deltas [B, S]``,
@@ -297,12 +305,12 @@ class NGP(Model):
         cfg = self.cfg
         if self.unbounded:
             t_mid, deltas_t, valid = occupancy.occupied_samples_contracted(
-                rays, self.grid.get_value(), cfg.unbounded_eval_samples, cone_angle=cfg.cone_angle,
+                rays, self.grid.get_value(), self._num_samples(False), cone_angle=cfg.cone_angle,
                 dt_min=cfg.dt_min, max_candidates=self.max_candidates, key=None,
                 norm=cfg.contraction_norm)
         else:
             t_mid, deltas_t, valid = occupancy.occupied_samples(
-                None, rays, self.grid.get_value(), cfg.march_steps, cfg.eval_samples)
+                None, rays, self.grid.get_value(), cfg.march_steps, self._num_samples(False))
         return t_mid, deltas_t * jnp.linalg.norm(rays.directions, axis=-1, keepdims=True), valid
 
     def eval_density(self, rays: Rays, t: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -318,10 +326,9 @@ class NGP(Model):
     def render_rays(self, rays: Rays, key: Optional[jax.Array], *, train: bool,
                     background: jax.Array) -> dict[str, jax.Array]:
         cfg = self.cfg
-        n = cfg.num_samples if train else cfg.eval_samples
+        n = self._num_samples(train)
         key = key if train else None
         if self.unbounded:
-            n = n if train else cfg.unbounded_eval_samples
             return self._render_unbounded(rays, key, n, background, train)
         if not train or cfg.train_active_fraction >= 1.0:
             return self._render(rays, key, n, background)
