@@ -43,7 +43,21 @@ def test_fern_splits_and_intrinsics():
 
     # NDC defaults
     assert full.ndc and (full.near, full.far) == (0.0, 1.0)
-    np.testing.assert_allclose(full.aabb, [[-1, -1, -1], [1, 1, 1]])
+    # The box holds every pixel's NDC ray of every camera (all pixels, t on a grid): the
+    # other cameras see past the reference camera's [-1, 1] frustum.
+    from nerfkit.data.raysource import camera_image_rays, ray_geometry
+    geom, cams = ray_geometry(full), full.cameras
+    lo, hi = np.inf, -np.inf
+    for i in range(len(full)):
+        r = camera_image_rays(geom, cams.c2w[i], [cams.fx[i], cams.fy[i], cams.cx[i], cams.cy[i]],
+                              cams.width, cams.height)
+        t = np.linspace(0.0, 1.0, 11)[:, None, None, None]
+        pts = np.asarray(r.origins) + t * np.asarray(r.directions)
+        lo, hi = np.minimum(lo, pts.min((0, 1, 2))), np.maximum(hi, pts.max((0, 1, 2)))
+    assert np.all(full.aabb[0] <= lo + 1e-5) and np.all(full.aabb[1] >= hi - 1e-5)
+    assert np.all(full.aabb[0, :2] < -1.2) and np.all(full.aabb[1, :2] > 1.2)  # fern: wider
+    np.testing.assert_allclose(full.aabb[:, 2], [-1, 1])
+    assert np.all(full.aabb[1, :2] - full.aabb[0, :2] < 1.1 * (hi - lo)[:2])  # and not loose
     assert full.metadata["ndc"] == {"focal": pytest.approx(focal, rel=1e-5), "width": 504,
                                     "height": 378, "near_plane": 1.0}
     # bd_factor rescaling puts the closest bound at 1 / 0.75
