@@ -4,7 +4,8 @@
 import numpy as np
 
 from nerfkit.data.capture.transforms import write_ply
-from nerfkit.viewer.app import read_ply_points, scene_from_run, sparse_points, thumbnails
+from nerfkit.viewer.app import (nearest_neighbour_distances, read_ply_points, scene_from_run,
+                                sparse_points, thumbnails)
 
 
 def test_sparse_points_in_scene_coordinates(tmp_path):
@@ -35,3 +36,19 @@ def test_thumbnails_are_small_uint8():
     th = thumbnails(ims, max_side=96)
     assert th[0].dtype == np.uint8 and max(th[0].shape[:2]) <= 96
     assert th[0][0, 0, 0] == 0 and th[1][-1, -1, -1] >= 250
+
+
+def test_nearest_neighbour_distances_match_the_full_matrix():
+    """The blocked nearest-neighbour distances (frustum spacing) equal the brute-force N x N
+    minimum, for a rig far from the origin, with a duplicate point and blocks that do not
+    divide N."""
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(601, 3)) * 0.5 + 100.0
+    pts[7] = pts[300]                                   # a duplicate: distance 0
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    got = nearest_neighbour_distances(pts, block=64)
+    np.testing.assert_allclose(got, d.min(axis=1), rtol=1e-6, atol=1e-6)
+    assert got[7] == got[300] == 0.0
+    pair = nearest_neighbour_distances(pts[:2])
+    np.testing.assert_allclose(pair, [np.linalg.norm(pts[0] - pts[1])] * 2, rtol=1e-9)
