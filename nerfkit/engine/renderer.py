@@ -143,7 +143,13 @@ class Renderer:
         self._samples_fn = self._segment_fn = None
         if early_stop is not None and type(model).eval_samples is not Model.eval_samples:
             def samples(params, buffers, rays):
-                return nnx.merge(graphdef, params, buffers).eval_samples(rays)
+                """The rays' samples, invalid ones with zero length, and the index of each
+                ray's last valid sample (-1: none)."""
+                t, deltas, valid = nnx.merge(graphdef, params, buffers).eval_samples(rays)
+                deltas = jnp.where(valid, jnp.maximum(deltas, 0.0), 0.0)
+                n_s = valid.shape[1]
+                last = jnp.where(valid.any(1), n_s - 1 - jnp.argmax(valid[:, ::-1], axis=1), -1)
+                return t, deltas, valid, last
 
             def segment(params, buffers, rays, t, deltas, valid, trans):
                 """One segment of ``K`` samples of ``m`` rays, composited: densities, then the
@@ -268,12 +274,10 @@ class Renderer:
             pieces.append((m, self._samples_fn(self.params, self.buffers,
                                                self._put(self._take(flat, s, m, size)))))
             self._count(0)
-        t, deltas, valid = (np.concatenate([np.asarray(o[j])[:m] for m, o in pieces])
-                            for j in range(3))
-        n_s = t.shape[1]
-        deltas = np.where(valid, np.maximum(deltas, 0.0), 0.0).astype(np.float32)
         # last[i]: the index of ray i's last valid sample (-1: none).
-        last = np.where(valid.any(1), n_s - 1 - np.argmax(valid[:, ::-1], axis=1), -1)
+        t, deltas, valid, last = (np.concatenate([np.asarray(o[j])[:m] for m, o in pieces])
+                                  for j in range(4))
+        n_s = t.shape[1]
         rgb = np.zeros((n, 3), np.float32)
         wt = np.zeros((n,), np.float32)
         acc = np.zeros((n,), np.float32)
