@@ -82,7 +82,8 @@ class Renderer:
         ``render_rays`` as every other family does).
       segment: samples per segment of the early-terminating path.
       segment_samples: samples per call of the early-terminating path (``segment_samples //
-        segment`` rays; measured on the 2-core CPU, 32 k samples ran faster than 64 k).
+        segment`` rays, at most ``chunk``; measured on the 2-core CPU, 32 k samples ran faster
+        than 64 k).
       block: rays marched together by the early-terminating path (bounds the host memory of
         their samples: about ``block * S * 9`` bytes).
     """
@@ -98,7 +99,7 @@ class Renderer:
         self.mesh = mesh
         self.early_stop = early_stop
         self.segment = int(segment)
-        rays = max(1, int(segment_samples) // self.segment)
+        rays = min(self.chunk, max(1, int(segment_samples) // self.segment))
         self.segment_chunk = -(-rays // self._n_dev) * self._n_dev
         self.block = max(int(block), self.chunk)
         #: Work done so far: jit'd ``calls``, padded ``ray_slots`` of the model's ``render_rays``;
