@@ -147,8 +147,8 @@ def _split_indices(n: int, split: str, holdout: int, root: Path) -> np.ndarray:
     return chosen
 
 
-def ndc_aabb(c2w: np.ndarray, focal: float, width: int, height: int, near_plane: float = 1.0,
-             margin: float = 0.02) -> np.ndarray:
+def ndc_aabb(c2w: np.ndarray, focal: float, cx: float, cy: float, width: int, height: int,
+             near_plane: float = 1.0, margin: float = 0.02) -> np.ndarray:
     """The box ``[2, 3]`` in NDC that holds every ray of every camera ``c2w [N, 3, 4]``.
 
     NDC is defined by one camera (the recentred average pose); the others see past its frustum,
@@ -159,18 +159,16 @@ def ndc_aabb(c2w: np.ndarray, focal: float, width: int, height: int, near_plane:
     inside of the image inside its border), widened by ``margin`` of its size, and ``z`` spans
     ``[-1, 1]``.
     """
-    from nerfkit.core.cameras import ndc_rays
+    from nerfkit.core.cameras import camera_rays, ndc_rays
     u = np.concatenate([np.arange(width) + 0.5, np.full(height, width - 0.5),
                         np.arange(width) + 0.5, np.full(height, 0.5)])
     v = np.concatenate([np.full(width, 0.5), np.arange(height) + 0.5,
                         np.full(width, height - 0.5), np.arange(height) + 0.5])
-    dirs_cam = np.stack([(u - 0.5 * width) / focal, -(v - 0.5 * height) / focal,
-                         -np.ones_like(u)], -1)                                   # [P, 3]
-    c2w = np.asarray(c2w, np.float64)
-    d = np.einsum("nij,pj->npi", c2w[:, :3, :3], dirs_cam)
-    o = np.broadcast_to(c2w[:, None, :3, 3], d.shape)
+    c2w = np.asarray(c2w, np.float32)[:, None]                          # [N, 1, 3, 4]
+    rays = camera_rays(c2w, u[None].astype(np.float32), v[None].astype(np.float32), focal, focal,
+                       cx, cy, 0.0, 1.0)
     o_ndc, d_ndc = (np.asarray(a, np.float64) for a in ndc_rays(
-        o.astype(np.float32), d.astype(np.float32), focal, width, height, near_plane))
+        rays.origins, rays.directions, focal, width, height, near_plane))
     pts = np.concatenate([o_ndc, o_ndc + d_ndc]).reshape(-1, 3)
     pts = pts[np.all(np.isfinite(pts), -1)]
     lo, hi = pts.min(0), pts.max(0)
@@ -310,7 +308,7 @@ def load_llff(root: str | os.PathLike, split: str = "train", factor: int = 8, ho
     }
     if ndc:
         near, far = 0.0, 1.0
-        aabb = ndc_aabb(c2w, fx, width, height)
+        aabb = ndc_aabb(c2w, fx, cx, cy, width, height)
         metadata["ndc"] = {"focal": float(fx), "width": int(width), "height": int(height),
                            "near_plane": 1.0}
     else:
