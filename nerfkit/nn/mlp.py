@@ -208,16 +208,21 @@ class MLP(nnx.Module):
                     return None
                 return a.reshape(n, a.shape[-1]) if a.ndim - 1 == nrow else \
                     a.reshape(n, -1, a.shape[-1])
-            x = x.reshape(n, -1, x.shape[-1])
+            # The activations stay 2-D [rows * samples, C]; only the ResField and CAM layers see
+            # the 3-D view (a free reshape). 3-D operands everywhere made XLA:CPU transpose the
+            # first and last layers' gradients (ResFields video step: 1.42x -> see README).
+            x = x.reshape(-1, x.shape[-1])
             time = rowwise(time) if self.res_layers else time
             cam_coord = rowwise(cam_coord)
+        as_rows = (lambda a: a) if rows is None else (lambda a: a.reshape(n, -1, a.shape[-1]))
+        flat = (lambda a: a) if rows is None else (lambda a: a.reshape(-1, a.shape[-1]))
         inputs = x
         for i, layer in enumerate(self.layers):
             if i in self.skips:
                 x = jnp.concatenate([x, inputs], axis=-1)
-            x = layer(x, time) if i in self.res_layers else layer(x)
+            x = flat(layer(as_rows(x), time)) if i in self.res_layers else layer(x)
             if self.cam is not None:
-                x = self.cam[i](x, cam_coord)
+                x = flat(self.cam[i](as_rows(x), cam_coord))
             x = self._act(x)
         if self.out is not None:
             x = ACTIVATIONS[self.out_activation](self.out(x))
