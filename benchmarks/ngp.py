@@ -42,7 +42,9 @@ def run_cli(args: list[str]) -> tuple[float, float]:
     return time.perf_counter() - t0, usage.ru_maxrss / 1024.0
 
 
-def training_rays_per_s(run: Path, batch: int) -> tuple[int, float]:
+def training_rays_per_s(run: Path) -> tuple[int, float]:
+    """(steps, training rays/s): rays of the run's own batches (its config.json)."""
+    batch = json.loads((run / "config.json").read_text())["train"]["model"]["batch_size"]
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     last = max((l for l in lines if "loss" in l), key=lambda l: l["step"])
     return int(last["step"]), last["step"] * batch / last["time"]
@@ -68,9 +70,6 @@ def main() -> None:
 
     tmp = Path(args.keep_runs or tempfile.mkdtemp(prefix="nerfkit-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    from nerfkit.engine.config import presets
-    PRESETS = presets()
-    batch = PRESETS["ngp"][1].model.batch_size
     marks = [m for m in args.marks if m <= args.minutes]
     results: dict = {}
 
@@ -81,7 +80,7 @@ def main() -> None:
                                 "--eval-minutes", *map(str, marks), "--output", str(lego),
                                 "--overwrite", *lpips_flag, "--model.backend", backend,
                                 *args.extra])
-        steps, rays_s = training_rays_per_s(lego, batch)
+        steps, rays_s = training_rays_per_s(lego)
         # The final evaluation (all 200 test views) ran in the training process: its timing gives
         # the rendering rays/s, and the process's peak memory covers training and rendering.
         ev = json.loads((lego / "eval" / "test.json").read_text())
@@ -123,7 +122,7 @@ def main() -> None:
                                "--max-minutes", str(args.minutes), "--output", str(fern),
                                "--overwrite", *lpips_flag, *args.extra])
         e = json.loads((fern / "eval" / "test.json").read_text())
-        fsteps, frays = training_rays_per_s(fern, batch)
+        fsteps, frays = training_rays_per_s(fern)
         results["fern"] = {"psnr": e["psnr"], "ssim": e["ssim"], "lpips": e.get("lpips"),
                            "minutes": args.minutes,
                            "steps": fsteps, "train_rays_per_s": frays,

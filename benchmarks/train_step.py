@@ -10,6 +10,14 @@ Reports the best and median seconds per step of each tree and their ratio.
 
     python benchmarks/train_step.py --run runs/lego-ngp --before /tmp/nerfkit-old \\
         [--after .] [--steps 30] [--rounds 3] --out train_step.json
+
+With ``--variants`` instead of ``--before``, one tree (this one) and several model settings of the
+run's config, each ``NAME='{"field": value, ...}'`` (e.g. two batch / packing presets on the
+same trained state); the loss of the last step is reported too (same loss: same rays trained):
+
+    python benchmarks/train_step.py --run runs/fern-ngp --variants \\
+        'old={"batch_size": 4096, "train_active_fraction": 0.5}' \\
+        'new={"batch_size": 6144, "train_active_fraction": 0.3333333333333333}'
 """
 
 from __future__ import annotations
@@ -34,14 +42,17 @@ import jax, jax.numpy as jnp, numpy as np
 from nerfkit.data.raysource import PixelSource
 from nerfkit.engine.run import TrainState, load_run
 from nerfkit.engine.trainer import make_train_step
+import dataclasses
+from nerfkit.engine.run import init_state
 run = load_run(sys.argv[1])
 steps = int(sys.argv[2])
-cfg = run.cfg.model
+cfg = dataclasses.replace(run.cfg.model, **json.loads(sys.argv[3]))
+graphdef = init_state(cfg, run.info, 0)[0]
 scene = run.load_split("train")
 tx = cfg.optimizer()
 state = TrainState(run.params, run.buffers, tx.init(run.params), jnp.asarray(run.step, jnp.int32))
 src = PixelSource(scene, cfg.background)
-step = make_train_step(run.graphdef, tx, src, cfg.batch_size, False)
+step = make_train_step(graphdef, tx, src, cfg.batch_size, False)
 key, lr = jax.random.key(0), np.float32(1e-3)
 state, m = step(state, src.data, key, lr)
 jax.block_until_ready(m)
@@ -49,41 +60,62 @@ t0 = time.perf_counter()
 for i in range(steps):
     state, m = step(state, src.data, jax.random.fold_in(key, i + 1), lr)
 jax.block_until_ready(m)
-print(json.dumps({"seconds_per_step": (time.perf_counter() - t0) / steps}))
+print(json.dumps({"seconds_per_step": (time.perf_counter() - t0) / steps,
+                  "loss": float(m["loss"])}))
 """
 
 
-def one_round(tree: Path, run: str, steps: int) -> float:
+def one_round(tree: Path, run: str, steps: int, overrides: str = "{}") -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # Both trees load this checkout's compiled kernel (a bare source tree has none).
     if (ROOT / "nerfkit" / "_ext").is_dir():
         env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
-    out = subprocess.run([sys.executable, "-c", CHILD, run, str(steps)], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["seconds_per_step"]
+    out = subprocess.run([sys.executable, "-c", CHILD, run, str(steps), overrides], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a trained run (nerfkit train output)")
-    ap.add_argument("--before", required=True, help="source tree of the code before the change")
+    ap.add_argument("--before", help="source tree of the code before the change")
     ap.add_argument("--after", default=str(ROOT), help="source tree after (default: this one)")
+    ap.add_argument("--variants", nargs="+", metavar="NAME=JSON",
+                    help="model settings to compare instead of two trees (see the docstring)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="train_step.json")
     args = ap.parse_args()
-    trees = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
-    times: dict[str, list[float]] = {k: [] for k in trees}
+    if (args.before is None) == (args.variants is None):
+        ap.error("give either --before TREE or --variants NAME=JSON ...")
+    if args.variants:
+        cases = {}
+        for v in args.variants:
+            name, _, js = v.partition("=")
+            try:
+                json.loads(js)
+            except json.JSONDecodeError as e:
+                ap.error(f"--variants {v!r}: not NAME=JSON ({e})")
+            cases[name] = (Path(args.after).resolve(), js)
+    else:
+        cases = {"before": (Path(args.before).resolve(), "{}"),
+                 "after": (Path(args.after).resolve(), "{}")}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    losses: dict[str, float] = {}
     for _ in range(args.rounds):
-        for name, tree in trees.items():
-            times[name].append(one_round(tree, args.run, args.steps))
-    rows = [{"code": name, "tree": str(trees[name]), "best_s": min(ts),
-             "median_s": statistics.median(ts), "rounds": ts} for name, ts in times.items()]
+        for name, (tree, js) in cases.items():
+            r = one_round(tree, args.run, args.steps, js)
+            times[name].append(r["seconds_per_step"])
+            losses[name] = r["loss"]
+    rows = [{"code": name, "tree": str(cases[name][0]), "settings": json.loads(cases[name][1]),
+             "best_s": min(ts), "median_s": statistics.median(ts), "rounds": ts,
+             "last_loss": losses[name]} for name, ts in times.items()]
     for r in rows:
         r["ratio_to_before"] = r["best_s"] / rows[0]["best_s"]
-    print_table(rows, ["code", "best_s", "median_s", "ratio_to_before"])
+    print_table(rows, ["code", "best_s", "median_s", "ratio_to_before", "last_loss"])
     write_json(args.out, "train_step",
-               {"run": args.run, "steps": args.steps, "rounds": args.rounds}, {"rows": rows})
+               {"run": args.run, "steps": args.steps, "rounds": args.rounds,
+                "variants": args.variants}, {"rows": rows})
 
 
 if __name__ == "__main__":

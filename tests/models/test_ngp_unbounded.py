@@ -220,3 +220,33 @@ def test_short_unbounded_training_and_render():
                           np.zeros(3, np.float32))
     assert out["rgb"].shape == (16, 16, 3) and np.all(np.isfinite(out["rgb"]))
     assert out["acc"].mean() > 0.5
+
+
+def test_unbounded_training_marches_only_the_rays_its_sample_budget_needs():
+    """Budget 0.25 * 64 rays * 8 samples = 128 samples = 16 full rays: the first 32 rays are
+    marched (and render exactly as a batch of those 32 with the same budget); the other 32 render
+    the background, out of the loss."""
+    cfg = dataclasses.replace(SMALL, train_active_fraction=0.25)
+    m = cfg.build(UNBOUNDED, nnx.Rngs(0))
+    o = jnp.tile(jnp.array([[0.0, 0.0, 0.5]]), (64, 1))
+    d = jax.random.normal(jax.random.key(3), (64, 3)) * 0.3 + jnp.array([0.0, 0.0, -1.0])
+    rays = make_rays(o, d, 0.05, 1000.0)
+    bg = jax.random.uniform(jax.random.key(4), (64, 3))
+    key = jax.random.key(7)
+    out = _render(m, rays, key, train=True, background=bg)
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+    first = jax.tree_util.tree_map(lambda a: a[:32], rays)
+    ref = jax.jit(lambda p: nnx.merge(graphdef, p, rest)._render_unbounded(
+        first, key, cfg.num_samples, bg[:32], True, 128))(params)
+    for k in ("rgb", "depth", "acc", "weights", "ray_mask"):
+        assert out[k].shape[0] == 64, k
+        np.testing.assert_allclose(out[k][:32], ref[k], atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(out["rgb"][32:], bg[32:])
+    assert float(jnp.abs(out["weights"][32:]).sum()) == 0.0
+    mask = np.asarray(out["ray_mask"])[:, 0]
+    assert mask[32:].sum() == 0 and 0 < mask[:32].sum() < 32  # the budget binds
+    target = jnp.full((64, 3), 0.5)
+    loss, _ = m.loss(out, Batch(rays, target, bg))
+    kept = mask > 0
+    np.testing.assert_allclose(float(loss), float(jnp.mean((out["rgb"][kept] - 0.5) ** 2)),
+                               rtol=1e-5)
