@@ -63,3 +63,20 @@ def test_signal_init_auto_is_torch_with_cam_only():
     assert dataclasses.replace(ffn, cam=CAMConfig(enabled=True),
                                init="glorot").resolved_init() == "glorot"
     assert SignalConfig().resolved_init() == "glorot"     # SIREN: its own init anyway
+
+
+def test_sine_activation_derivatives_match_the_closed_form():
+    """``nerfkit.nn.mlp.sine`` carries its own derivative rule: first and second derivatives,
+    reverse and forward mode, against d/dh sin(w0 h) = w0 cos(w0 h), d2 = -w0^2 sin(w0 h)."""
+    import jax
+    import jax.numpy as jnp
+    from nerfkit.nn.mlp import sine
+    w0 = 30.0
+    h = jnp.linspace(-0.2, 0.2, 11)
+    np.testing.assert_allclose(sine(h, w0), np.sin(w0 * np.asarray(h)), atol=1e-6)
+    d1 = jax.vmap(jax.grad(lambda x: sine(x, w0)))(h)
+    np.testing.assert_allclose(d1, w0 * np.cos(w0 * np.asarray(h)), rtol=1e-5, atol=1e-4)
+    d2 = jax.vmap(jax.grad(jax.grad(lambda x: sine(x, w0))))(h)
+    np.testing.assert_allclose(d2, -w0 ** 2 * np.sin(w0 * np.asarray(h)), rtol=1e-4, atol=1e-2)
+    _, t = jax.jvp(lambda x: sine(x, w0), (h,), (jnp.ones_like(h),))
+    np.testing.assert_allclose(t, d1, rtol=1e-6)
