@@ -228,7 +228,7 @@ class MLP(nnx.Module):
                     a.reshape(n, -1, a.shape[-1])
             # The activations stay 2-D [rows * samples, C]; only the ResField and CAM layers see
             # the 3-D view (a free reshape). 3-D operands everywhere made XLA:CPU transpose the
-            # first and last layers' gradients (ResFields video step: 1.42x -> see README).
+            # first and last layers' weight gradients (a 26 ms copy per bikes-video step).
             x = x.reshape(-1, x.shape[-1])
             time = rowwise(time) if self.res_layers else time
             cam_coord = rowwise(cam_coord)
