@@ -35,15 +35,13 @@ from common import print_table, write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 import nerfkit.xla_flags as xla_flags
 xla_flags.configure_cpu()
 import jax, jax.numpy as jnp, numpy as np
 from nerfkit.data.raysource import PixelSource
-from nerfkit.engine.run import TrainState, load_run
+from nerfkit.engine.run import TrainState, init_state, load_run
 from nerfkit.engine.trainer import make_train_step
-import dataclasses
-from nerfkit.engine.run import init_state
 run = load_run(sys.argv[1])
 steps = int(sys.argv[2])
 cfg = dataclasses.replace(run.cfg.model, **json.loads(sys.argv[3]))
