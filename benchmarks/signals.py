@@ -28,9 +28,10 @@ JSON: ``results.<task>.<variant>`` = ``{"psnr", "test_psnr", "step_ms", "params"
 "minutes", "curve"}`` (``curve``: held-out PSNR after 25, 50, 100, 200, ... steps, for the
 equal-steps comparison and the trend with steps; images: the generalisation run's, and
 ``regression_curve`` the regression run's PSNR on all pixels) plus ``ratios`` (``video``: B/A and
-C/A step time; images: CAM/FFN step time). ``--image-variants``, ``--image-protocols`` and
-``--image-init torch`` (PyTorch's default init, as the official code) narrow or vary the image
-runs.
+C/A step time; images: CAM/FFN step time); video B also ``resfield_delta``, per ResField
+layer the mean over frames of ``||dW(t)|| / ||W||`` (Frobenius). ``--video-variants`` (``A B C``), ``--video-lr``,
+``--video-batch``, ``--image-variants``, ``--image-protocols`` and ``--image-init torch``
+(PyTorch's default init, as the official code) narrow or vary the runs.
 
     python benchmarks/signals.py --out benchmarks/results/signals.json --minutes 10
     python benchmarks/signals.py --steps 20 --out /tmp/signals_smoke.json   # a smoke run
@@ -120,6 +121,19 @@ def siren_width_for(params: int, depth: int, din: int = 3, dout: int = 3) -> int
     return min(range(8, 4096), key=lambda h: abs(count(h) - params))
 
 
+def resfield_delta(model) -> list[float]:
+    """Per ResField layer, ``mean_t ||dW(t)||_F / ||W||_F`` over the frames: how far the
+    time-varying residual has grown (both factors start at ``0.01 * N(0, 1)``)."""
+    from nerfkit.nn.modulation import ResFieldLinear
+    out = []
+    for _, m in nnx.iter_graph(model):
+        if isinstance(m, ResFieldLinear):
+            dw = jnp.einsum("tr,rio->tio", m.coeffs[...], m.basis[...])
+            rel = jnp.linalg.norm(dw.reshape(dw.shape[0], -1), axis=1) / jnp.linalg.norm(m.kernel[...])
+            out.append(float(rel.mean()))
+    return out
+
+
 def video_task(args, rows, results):
     from nerfkit.data import load_scene
     from nerfkit.data.raysource import FrameSource, camera_image_rays, holdout_mask, ray_geometry
@@ -137,6 +151,7 @@ def video_task(args, rows, results):
     b_params = count_params(*init_state(b_cfg, scene)[:2])
     variants = {"A_siren": base, "B_siren_resfields": b_cfg,
                 "C_siren_wide": dataclasses.replace(base, width=siren_width_for(b_params, 4))}
+    variants = {k: v for k, v in variants.items() if k.split("_")[0] in args.video_variants}
     geom = ray_geometry(scene)
     cams = scene.cameras
     results["video"] = {"frames": n, "size": [w, h]}
@@ -163,13 +178,17 @@ def video_task(args, rows, results):
         err = video_errors(model)
         rec.update(psnr=psnr_of(err[~mask].mean()), test_psnr=psnr_of(err[mask].mean()),
                    width=cfg.width)
+        if cfg.resfields.enabled:
+            rec["resfield_delta"] = resfield_delta(model)
         results["video"][name] = rec
-        rows.append({"task": "video", "variant": name, **{k: x for k, x in rec.items() if k != "curve"}})
+        rows.append({"task": "video", "variant": name,
+                     **{k: x for k, x in rec.items() if k not in ("curve", "resfield_delta")}})
         print_table(rows[-1:], list(rows[-1]))
     v = results["video"]
-    results["video"]["ratios"] = {
-        "step_ms_B_over_A": v["B_siren_resfields"]["step_ms"] / v["A_siren"]["step_ms"],
-        "step_ms_C_over_A": v["C_siren_wide"]["step_ms"] / v["A_siren"]["step_ms"]}
+    if "A_siren" in v:
+        results["video"]["ratios"] = {
+            f"step_ms_{k[0]}_over_A": v[k]["step_ms"] / v["A_siren"]["step_ms"]
+            for k in ("B_siren_resfields", "C_siren_wide") if k in v}
 
 
 # ----------------------------------------------------------------------------- images
@@ -304,6 +323,8 @@ def main() -> None:
     ap.add_argument("--video-batch", type=int, default=20000,
                     help="pixels per step, split evenly over the frames (official: 200000)")
     ap.add_argument("--video-lr", type=float, default=5e-5)
+    ap.add_argument("--video-variants", nargs="+", default=["A", "B", "C"],
+                    choices=["A", "B", "C"], help="which of the video variants to train")
     ap.add_argument("--image-variants", nargs="+", default=["ffn", "ffn_cam", "ffn_cam_nonorm"])
     ap.add_argument("--image-protocols", nargs="+", default=["regression", "generalisation"])
     ap.add_argument("--image-init", default="torch", choices=["glorot", "torch", "auto"],
