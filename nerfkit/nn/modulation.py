@@ -13,6 +13,10 @@
   dimensions than ``t`` (one time per leading row), the frame-stratified batches of
   :class:`nerfkit.data.raysource.FrameSource` reach it; with one time per sample it falls back to
   the per-sample form ``x W + sum_r v_r(t) (x M_r)`` (about ``R + 1`` layer costs).
+  Measured (``benchmarks/signals.py``, README "ResFields and CAM"): the factors grow slowly, at
+  the official video lr 5e-5 (set for 100,000 steps) ``dW`` is still near its start after 1,000
+  steps, so short runs want a higher lr (5e-4 there); and they pay against a wider SIREN of the
+  same size on clips with much change (all 250 frames of ``bikes``), not on a 50-frame one.
 * CAM: Lee et al., "Coordinate-Aware Modulation for Neural Fields", ICLR 2024; official code
   github.com/maincold2/CAM (``CAM_image.py``; ``CAM_nerfacc/examples/radiance_fields/mlp.py`` for
   T-NeRF and the tri-plane NeRF; ``CAM_mipnerf/internal/models.py`` for the view direction).
