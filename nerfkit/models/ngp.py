@@ -460,7 +460,10 @@ class NGP(Model):
     def loss(self, outputs, batch, key=None):
         total, metrics = super().loss(outputs, batch, key)
         if self.cfg.s3im_weight > 0:
-            s = losses.s3im(key, outputs["rgb"], batch.rgb)
+            pred = outputs["rgb"]
+            if "ray_mask" in outputs:  # rays left out of the loss (not rendered) match exactly
+                pred = jnp.where(outputs["ray_mask"] > 0, pred, batch.rgb)
+            s = losses.s3im(key, pred, batch.rgb)
             total = total + self.cfg.s3im_weight * s
             metrics["s3im"] = s
         if self.cfg.distortion_loss_weight > 0 and "s_starts" in outputs:

@@ -165,3 +165,29 @@ def test_rays_beyond_the_packing_slots_are_left_out_of_the_loss():
     kept = mask > 0
     expected = float(jnp.mean((out["rgb"][kept] - 0.5) ** 2))
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_s3im_ignores_the_rays_left_out_of_the_loss():
+    """Rays beyond the packing slots render the background, not their pixel: S3IM (like the MSE)
+    must not count them, or it trains towards the background where it saw nothing."""
+    import dataclasses
+    from nerfkit.core import losses
+    from nerfkit.core.rays import Batch
+    cfg = dataclasses.replace(SMALL, train_active_fraction=0.25, s3im_weight=1.0)
+    m = cfg.build(INFO, nnx.Rngs(0))
+    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (64, 1))
+    d = jax.random.normal(jax.random.key(5), (64, 3)) * 0.1 + jnp.array([0.0, 0.0, -1.0])
+    rays = make_rays(o, d, 2.0, 6.0)
+    bg = jnp.zeros((64, 3))
+    out = m.render_rays(rays, None, train=True, background=bg)
+    kept = np.asarray(out["ray_mask"])[:, 0] > 0
+    assert kept.sum() == 16
+    target = jax.random.uniform(jax.random.key(6), (64, 3))
+    key = jax.random.key(7)
+    _, metrics = m.loss(out, Batch(rays, target, bg), key)
+    # Reference: the left-out rays replaced by their targets by hand (zero error there).
+    pred = np.where(kept[:, None], np.asarray(out["rgb"]), np.asarray(target))
+    ref = losses.s3im(key, jnp.asarray(pred), target)
+    np.testing.assert_allclose(float(metrics["s3im"]), float(ref), rtol=1e-6)
+    unmasked = losses.s3im(key, out["rgb"], target)
+    assert abs(float(unmasked) - float(ref)) > 1e-3  # the masking matters here
