@@ -159,7 +159,7 @@ def video_task(args, rows, results):
     results["video"] = {"frames": n, "size": [w, h]}
     for name, cfg in variants.items():
         print(f"== video / {name}", flush=True)
-        source = FrameSource(scene, 0, mask, background="black")
+        source = FrameSource(scene, args.video_frames_per_batch, mask, background="black")
 
         def video_errors(model):
             @jax.jit
@@ -324,6 +324,8 @@ def main() -> None:
     ap.add_argument("--video-downscale", type=int, default=4)
     ap.add_argument("--video-batch", type=int, default=20000,
                     help="pixels per step, split evenly over the frames (official: 200000)")
+    ap.add_argument("--video-frames-per-batch", type=int, default=0,
+                    help="frames drawn per step, batch / K pixels each (0: every frame, official)")
     ap.add_argument("--video-lr", type=float, default=5e-5)
     ap.add_argument("--video-width", type=int, default=128,
                     help="hidden width of A and B (C: the width with B's parameter count)")
