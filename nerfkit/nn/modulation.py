@@ -16,7 +16,10 @@
   Measured (``benchmarks/signals.py``, README "ResFields and CAM"): the factors grow slowly, at
   the official video lr 5e-5 (set for 100,000 steps) ``dW`` is still near its start after 1,000
   steps, so short runs want a higher lr (5e-4 there); and they pay against a wider SIREN of the
-  same size on clips with much change (all 250 frames of ``bikes``), not on a 50-frame one.
+  same size on clips with much change (all 250 frames of ``bikes``), not on a 50-frame one. The
+  per-frame path's cost grows with the frames in a step (250 per-frame ``W(t)`` and a batched
+  matmul of 250 small groups: 1.5x a SIREN step on this CPU); 50 frames per step of the 250
+  (``frames_per_batch``) cost 1.15x and keep the order above at 0.5 dB less.
 * CAM: Lee et al., "Coordinate-Aware Modulation for Neural Fields", ICLR 2024; official code
   github.com/maincold2/CAM (``CAM_image.py``; ``CAM_nerfacc/examples/radiance_fields/mlp.py`` for
   T-NeRF and the tri-plane NeRF; ``CAM_mipnerf/internal/models.py`` for the view direction).
