@@ -111,8 +111,9 @@ class NGPConfig(ModelConfig):
         (0: none; ``None``: 16 for unbounded scenes, 0 for bounded ones). Rays without a camera
         index (held-out or novel views) use the mean vector.
       distortion_loss_weight: weight of mip-NeRF 360's distortion loss on the samples' intervals
-        in normalised distance ``s`` (nerfacto's piecewise spacing: linear in ``t`` up to 1, in
-        disparity beyond; 0 disables it; the paper uses 0.01).
+        in normalised distance ``s`` (unbounded: nerfacto's piecewise spacing, linear in ``t`` up
+        to 1, in disparity beyond; bounded: ``t`` normalised to ``[near, far]``; 0 disables it;
+        the paper uses 0.01).
     """
 
     family: ClassVar[str] = "ngp"
@@ -335,7 +336,8 @@ class NGP(Model):
                 return self._train_unbounded(rays, key, n, background)
             return self._render_unbounded(rays, key, n, background, train)
         if not train or cfg.train_active_fraction >= 1.0:
-            return self._render(rays, key, n, background)
+            return self._render(rays, key, n, background,
+                                distortion=train and cfg.distortion_loss_weight > 0)
         # Training: rays that cross no occupied cell render the background whatever the
         # parameters are (zero gradient), so only up to ``train_active_fraction * B`` rays that
         # do are packed into a smaller fixed-size batch and sent through the field; active rays
@@ -352,7 +354,7 @@ class NGP(Model):
         # the result does not depend on the number of devices).
         sub, sub_bg = shard_batch((jax.tree_util.tree_map(lambda a: a[take], rays),
                                    background[take]))
-        out = self._render(sub, key, n, sub_bg)
+        out = self._render(sub, key, n, sub_bg, distortion=cfg.distortion_loss_weight > 0)
         full = {
             "rgb": background.at[src].set(out["rgb"], mode="drop"),
             "depth": rays.far.at[src].set(out["depth"], mode="drop"),
@@ -361,10 +363,13 @@ class NGP(Model):
             # Active rays beyond the slots were not rendered: leave them out of the loss.
             "ray_mask": (~(active & (pos >= slots)))[:, None].astype(jnp.float32),
         }
+        if "distortion" in out:  # per rendered ray; empty slots (src == b) are dropped
+            full["distortion"] = jnp.zeros_like(rays.far[:, 0]).at[src].set(
+                out["distortion"], mode="drop")
         return full
 
     def _render(self, rays: Rays, key: Optional[jax.Array], n: int,
-                background: jax.Array) -> dict[str, jax.Array]:
+                background: jax.Array, distortion: bool = False) -> dict[str, jax.Array]:
         cfg = self.cfg
         t_mid, deltas_t, valid = occupancy.occupied_samples(
             key, rays, self.grid.get_value(), cfg.march_steps, n)
@@ -376,6 +381,13 @@ class NGP(Model):
         out = render.render_weights(weights, rgb, t_mid, background)
         out["weights"] = weights
         out["t_mid"] = t_mid
+        if distortion:
+            # Bounded scenes: s is t normalised to [near, far]; the samples' intervals (an equal
+            # share of the occupied length each) do not overlap, whatever the gaps between them.
+            span = rays.far - rays.near
+            out["distortion"] = losses.distortion_loss_intervals(
+                (t_mid - 0.5 * deltas_t - rays.near) / span,
+                (t_mid + 0.5 * deltas_t - rays.near) / span, weights)
         return out
 
     def _train_unbounded(self, rays: Rays, key: Optional[jax.Array], n: int,
@@ -466,9 +478,12 @@ class NGP(Model):
             s = losses.s3im(key, pred, batch.rgb)
             total = total + self.cfg.s3im_weight * s
             metrics["s3im"] = s
-        if self.cfg.distortion_loss_weight > 0 and "s_starts" in outputs:
-            dist = jnp.mean(losses.distortion_loss_intervals(
-                outputs["s_starts"], outputs["s_ends"], outputs["weights"]))
+        if self.cfg.distortion_loss_weight > 0 and ("s_starts" in outputs
+                                                    or "distortion" in outputs):
+            per_ray = outputs["distortion"] if "distortion" in outputs else \
+                losses.distortion_loss_intervals(outputs["s_starts"], outputs["s_ends"],
+                                                 outputs["weights"])
+            dist = jnp.mean(per_ray)
             total = total + self.cfg.distortion_loss_weight * dist
             metrics["distortion"] = dist
         return total, metrics

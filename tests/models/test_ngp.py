@@ -191,3 +191,40 @@ def test_s3im_ignores_the_rays_left_out_of_the_loss():
     np.testing.assert_allclose(float(metrics["s3im"]), float(ref), rtol=1e-6)
     unmasked = losses.s3im(key, out["rgb"], target)
     assert abs(float(unmasked) - float(ref)) > 1e-3  # the masking matters here
+
+
+def test_bounded_distortion_loss_packed_equals_full_and_matches_the_intervals():
+    """The distortion loss on a bounded scene: the same per-ray values with and without the
+    ray packing, and equal to mip-NeRF 360's eq. 15 on the samples' intervals in normalised t."""
+    import dataclasses
+    from nerfkit.core import losses, occupancy
+    from nerfkit.core.rays import Batch
+    packed_cfg = dataclasses.replace(SMALL, train_active_fraction=0.5, distortion_loss_weight=0.01)
+    full_cfg = dataclasses.replace(packed_cfg, train_active_fraction=1.0)
+    m = packed_cfg.build(INFO, nnx.Rngs(0))
+    g = m.grid.get_value()
+    occ = np.zeros(g.occupied.shape, bool)
+    occ[2:6, 3:5, 3:5] = True
+    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
+    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (64, 1))
+    d = jax.random.normal(jax.random.key(5), (64, 3)) * 0.15 + jnp.array([0.0, 0.0, -1.0])
+    rays = make_rays(o, d, 2.0, 6.0)
+    bg = jnp.zeros((64, 3))
+    active = np.asarray(m.active_rays(rays))
+    assert 0 < active.sum() <= 32
+    packed = m.render_rays(rays, None, train=True, background=bg)
+    m.cfg = full_cfg
+    full = m.render_rays(rays, None, train=True, background=bg)
+    np.testing.assert_allclose(packed["distortion"], full["distortion"], rtol=1e-5, atol=1e-9)
+    assert np.all(np.asarray(full["distortion"])[active] > 0)
+    assert np.all(np.asarray(full["distortion"])[~active] == 0)
+    # Reference: the intervals around the same samples, by hand.
+    t_mid, dt, valid = occupancy.occupied_samples(None, rays, m.grid.get_value(),
+                                                  full_cfg.march_steps, full_cfg.num_samples)
+    s0 = (np.asarray(t_mid - 0.5 * dt) - 2.0) / 4.0
+    s1 = (np.asarray(t_mid + 0.5 * dt) - 2.0) / 4.0
+    assert np.all(s1[:, :-1] <= s0[:, 1:] + 1e-6)  # disjoint, sorted
+    ref = losses.distortion_loss_intervals(jnp.asarray(s0), jnp.asarray(s1), full["weights"])
+    np.testing.assert_allclose(full["distortion"], ref, rtol=1e-5, atol=1e-9)
+    _, metrics = m.loss(packed, Batch(rays, jnp.zeros((64, 3)), bg))
+    np.testing.assert_allclose(float(metrics["distortion"]), float(np.mean(ref)), rtol=1e-5)
