@@ -92,6 +92,26 @@ def s3im_pseudo_image(values: jax.Array, order: jax.Array, patch_height: int) ->
     return seq.T.reshape(values.shape[-1], patch_height, -1)
 
 
+def random_permutations(key: jax.Array, count: int, n: int) -> jax.Array:
+    """``count`` independent random permutations of ``range(n)``, ``[count, n]`` int32.
+
+    One sort of ``uint32`` words per row, each a random key in the high bits and the index in the
+    low ``ceil(log2 n)`` bits: ~8x faster on the CPU than ``jax.random.permutation`` (several
+    rounds of a key-value sort; 20 ms for 9 x 6,144 on the 2-core machine, 2.3 ms this way). Equal
+    random keys (probability ``2^-(32 - index bits)`` per pair) keep their index order, a
+    negligible bias for a loss's shuffles; above 2^20 elements (fewer than 12 random bits) it
+    falls back to ``jax.random.permutation``.
+    """
+    index_bits = max(1, int(n - 1).bit_length())
+    if index_bits > 20:
+        keys = jax.random.split(key, count)
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(keys).astype(jnp.int32)
+    bits = jax.random.bits(key, (count, n), jnp.uint32)
+    words = (bits << index_bits) | jnp.arange(n, dtype=jnp.uint32)
+    mask = jnp.uint32((1 << index_bits) - 1)
+    return (jnp.sort(words, axis=-1) & mask).astype(jnp.int32)
+
+
 def s3im(key: Optional[jax.Array], pred: jax.Array, target: jax.Array, kernel_size: int = 4,
          stride: int = 4, repeats: int = 10, patch_height: int = 64) -> jax.Array:
     """Stochastic structural similarity loss ``1 - SSIM`` over random pseudo-patches.
@@ -114,9 +134,7 @@ def s3im(key: Optional[jax.Array], pred: jax.Array, target: jax.Array, kernel_si
     if repeats > 1:
         if key is None:
             raise ValueError("s3im with repeats > 1 needs a PRNG key")
-        keys = jax.random.split(key, repeats - 1)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, num_rays))(keys)
-        order.append(perms.reshape(-1))
+        order.append(random_permutations(key, repeats - 1, num_rays).reshape(-1))
     order = jnp.concatenate(order)
     img0 = s3im_pseudo_image(pred, order, patch_height)
     img1 = s3im_pseudo_image(target, order, patch_height)

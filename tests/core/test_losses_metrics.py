@@ -148,3 +148,17 @@ def test_ssim_matches_skimage_on_kodak():
                                           jnp.asarray(other, jnp.float32)))
         assert abs(got - ref) < 1e-4, (got, ref)
     assert _skimage_ssim(img, noisy) < 0.95                            # the test is not trivial
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 128, 6144])
+def test_random_permutations_are_permutations_and_uniform(n):
+    perms = np.asarray(losses.random_permutations(jax.random.PRNGKey(3), 50, n))
+    assert perms.shape == (50, n) and perms.dtype == np.int32
+    np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(n), (50, 1)))
+    if n >= 128:
+        assert len({p.tobytes() for p in perms}) == 50            # independent rows
+    # Uniformity: where element 0 lands, over many permutations of 8 (chi-squared, 7 dof;
+    # 24.3 is the 0.999 quantile).
+    many = np.asarray(losses.random_permutations(jax.random.PRNGKey(4), 8000, 8))
+    counts = np.bincount(np.argmax(many == 0, axis=1), minlength=8)
+    assert ((counts - 1000.0) ** 2 / 1000.0).sum() < 24.3
