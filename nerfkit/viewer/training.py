@@ -42,6 +42,7 @@ class ViewerCallback(Callback):
         self.render_seconds = 0.0
         self.renders = 0
         self._next = 0.0
+        self._state = None
 
     def on_train_start(self, run_dir: Path, state: Any, start_step: int) -> None:
         from flax import nnx
@@ -85,11 +86,13 @@ class ViewerCallback(Callback):
         v = self.viewer
         if v is None:
             return
-        # The last step's state stays valid after training (a kept-open viewer renders it).
-        self.renderer.set_params(state.params, state.buffers)
+        # Only a reference to the state each step; the renderer takes it (placing it on the
+        # mesh, if any) when it renders. The last step's state stays valid after training.
+        self._state = state
         now = time.monotonic()
         if now < self._next or not v.pending():
             return
+        self.renderer.set_params(state.params, state.buffers)
         v.set_status(f"step {step} · PSNR {metrics.get('psnr', float('nan')):.2f} dB · "
                      f"{metrics.get('rays_per_s', 0.0) / 1e3:.0f}k rays/s")
         spent = v.update()
@@ -103,6 +106,8 @@ class ViewerCallback(Callback):
         if self.viewer is None:
             return
         if self.keep_open:
+            if self._state is not None:  # the final parameters, whatever was last rendered
+                self.renderer.set_params(self._state.params, self._state.buffers)
             print(f"viewer: training done; still serving {self.viewer.url} (Ctrl-C to stop)",
                   flush=True)
             try:

@@ -64,3 +64,44 @@ def test_no_render_when_nothing_is_due():
     cb.viewer, cb.renderer = FakeViewer(0.01, due=False), FakeRenderer()
     _train(cb, 0.2)
     assert cb.viewer.calls == 0 and cb.renders == 0
+
+
+def test_the_renderer_takes_the_latest_state_only_when_it_renders():
+    """Placing parameters (on a mesh, a copy) happens once per render, not once per step, and a
+    render always sees the step's own state."""
+    class CountingRenderer(FakeRenderer):
+        sets = 0
+
+        def set_params(self, params, buffers):
+            super().set_params(params, buffers)
+            self.sets += 1
+
+    class RecordingViewer(FakeViewer):
+        def __init__(self, cost, renderer):
+            super().__init__(cost)
+            self.renderer, self.seen = renderer, []
+
+        def set_status(self, text):
+            self.step = int(text.split()[1])                   # "step N · PSNR ..."
+
+        def update(self):
+            self.seen.append((self.step, self.renderer.params))
+            return super().update()
+
+    cb = ViewerCallback(max_fraction=0.2)
+    cb.renderer = CountingRenderer()
+    cb.viewer = RecordingViewer(0.01, cb.renderer)
+    steps = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.6:
+        time.sleep(0.002)
+        steps += 1
+        cb.after_step(steps, SimpleNamespace(params=steps, buffers=None), {"psnr": 20.0})
+    assert cb.renders >= 2 and cb.renderer.sets == cb.renders < steps / 2
+    assert all(step == params for step, params in cb.viewer.seen)  # the step's own state
+    # Kept open after training: the final state, even if the last render was earlier.
+    cb.keep_open = True
+    cb.viewer.serve_forever = lambda: None
+    cb.viewer.url, cb.viewer.close = "http://x", lambda: None
+    cb.on_train_end({})
+    assert cb.renderer.params == steps
