@@ -11,7 +11,8 @@ median wall time of the steps after the first two.
   frame's pixels held out (``holdout_mask``, seed 42). SIREN ``[3, H, H, H, H, 3]``: ``A``
   (H = ``--video-width``, 128), ``B`` = A + ResField layers 1 2 3 of rank 10, ``C`` = a wider
   SIREN with about B's parameter count. Adam, cosine decay to a tenth (official lr 5e-5), every
-  frame in every step with ``--video-batch // T`` pixels each. ``psnr``: on the training
+  frame in every step with ``--video-batch // T`` pixels each (or ``--video-frames-per-batch K``
+  random frames with ``--video-batch // K`` pixels each). ``psnr``: on the training
   pixels, ``test_psnr``: on the held-out pixels (MSE pooled over the whole video).
 * ``image_natural`` / ``image_text`` (CAM, ``CAM_image.py``): a 256x256 crop of Kodak ``kodim05``
   and a 256x256 text image rendered with Pillow. ``ffn`` (256 random Fourier frequencies,
