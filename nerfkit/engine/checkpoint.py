@@ -250,8 +250,8 @@ def _filter_orbax_leftovers() -> None:
     sys.unraisablehook = hook
 
     def keep(record: logging.LogRecord) -> bool:
-        never_retrieved = str(record.msg).startswith(("Future exception was never retrieved",
-                                                      "Task exception was never retrieved"))
+        # asyncio names the class: "Future", "Task", "_GatheringFuture" (orbax's gather), ...
+        never_retrieved = re.match(r"\w+ exception was never retrieved", str(record.msg))
         return not (never_retrieved and record.exc_info and _from_orbax(record.exc_info[1]))
 
     logging.getLogger("asyncio").addFilter(keep)
