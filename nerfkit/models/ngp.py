@@ -412,7 +412,7 @@ class NGP(Model):
                 full[k] = v
             elif k in rest:
                 full[k] = jnp.concatenate([v, rest[k]], axis=0)
-            else:  # acc, weights, t_mid, s_starts, s_ends: zero for the rays not marched
+            else:  # acc, weights, t_mid, s_starts, s_ends, distortion: zero if not marched
                 full[k] = jnp.concatenate([v, jnp.zeros((b - m, *v.shape[1:]), v.dtype)], 0)
         return full
 
@@ -467,6 +467,8 @@ class NGP(Model):
             t1 = jnp.minimum(t_mid + 0.5 * deltas_t, rays.far)
             out["s_starts"] = contraction.t_to_s(t0, rays.near, rays.far, "piecewise")
             out["s_ends"] = contraction.t_to_s(t1, rays.near, rays.far, "piecewise")
+            out["distortion"] = losses.distortion_loss_intervals(out["s_starts"], out["s_ends"],
+                                                                 weights)
         return out
 
     def loss(self, outputs, batch, key=None):
@@ -478,12 +480,8 @@ class NGP(Model):
             s = losses.s3im(key, pred, batch.rgb)
             total = total + self.cfg.s3im_weight * s
             metrics["s3im"] = s
-        if self.cfg.distortion_loss_weight > 0 and ("s_starts" in outputs
-                                                    or "distortion" in outputs):
-            per_ray = outputs["distortion"] if "distortion" in outputs else \
-                losses.distortion_loss_intervals(outputs["s_starts"], outputs["s_ends"],
-                                                 outputs["weights"])
-            dist = jnp.mean(per_ray)
+        if self.cfg.distortion_loss_weight > 0 and "distortion" in outputs:  # [B], per ray
+            dist = jnp.mean(outputs["distortion"])
             total = total + self.cfg.distortion_loss_weight * dist
             metrics["distortion"] = dist
         return total, metrics
