@@ -20,6 +20,21 @@ SMALL = NGPConfig(levels=4, log2_table_size=10, max_resolution=64, hidden=16,
 INFO = SceneInfo(aabb=((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)), near=2.0, far=6.0)
 
 
+def _occupy_only(m, region):
+    """Marks only the occupancy cells ``region`` (a tuple of slices) as occupied."""
+    g = m.grid.get_value()
+    occ = np.zeros(g.occupied.shape, bool)
+    occ[region] = True
+    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
+
+
+def _rays_down_z(n, spread):
+    """``n`` rays from (0, 0, 4) towards -z, directions jittered by ``spread`` (fixed key)."""
+    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (n, 1))
+    d = jax.random.normal(jax.random.key(5), (n, 3)) * spread + jnp.array([0.0, 0.0, -1.0])
+    return make_rays(o, d, 2.0, 6.0)
+
+
 def test_trunc_exp_value_and_clamped_gradient():
     x = jnp.array([0.0, 1.0, 20.0])
     np.testing.assert_allclose(trunc_exp(x), jnp.exp(x), rtol=1e-6)
@@ -98,10 +113,7 @@ def test_renderer_skips_empty_rays_exactly():
     from nerfkit.data.raysource import RayGeometry
     from nerfkit.engine.renderer import Renderer
     m = SMALL.build(INFO, nnx.Rngs(0))
-    g = m.grid.get_value()
-    occ = np.zeros(g.occupied.shape, bool)
-    occ[2:6, 2:6, 2:6] = True
-    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
+    _occupy_only(m, np.s_[2:6, 2:6, 2:6])
     graphdef, params, buffers = nnx.split(m, nnx.Param, ...)
     r = Renderer(graphdef, params, buffers, RayGeometry(2.0, 6.0), chunk=64, early_stop=None)
     assert r._mask_fn is not None
@@ -123,14 +135,9 @@ def test_training_ray_packing_changes_nothing_but_cost():
     packed_cfg = dataclasses.replace(SMALL, train_active_fraction=0.5)
     full_cfg = dataclasses.replace(SMALL, train_active_fraction=1.0)
     m = packed_cfg.build(INFO, nnx.Rngs(0))
-    g = m.grid.get_value()
-    occ = np.zeros(g.occupied.shape, bool)
-    occ[3:5, 3:5, 3:5] = True
-    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
+    _occupy_only(m, np.s_[3:5, 3:5, 3:5])
     graphdef, params, buffers = nnx.split(m, nnx.Param, ...)
-    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (64, 1))
-    d = jax.random.normal(jax.random.key(5), (64, 3)) * 0.15 + jnp.array([0.0, 0.0, -1.0])
-    rays = make_rays(o, d, 2.0, 6.0)
+    rays = _rays_down_z(64, 0.15)
     bg = jax.random.uniform(jax.random.key(6), (64, 3))
     assert 0 < int(m.active_rays(rays).sum()) <= 32
 
@@ -153,9 +160,7 @@ def test_rays_beyond_the_packing_slots_are_left_out_of_the_loss():
     from nerfkit.core.rays import Batch
     cfg = dataclasses.replace(SMALL, train_active_fraction=0.25)
     m = cfg.build(INFO, nnx.Rngs(0))  # grid fully occupied: every ray through the box is active
-    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (16, 1))
-    d = jax.random.normal(jax.random.key(5), (16, 3)) * 0.1 + jnp.array([0.0, 0.0, -1.0])
-    rays = make_rays(o, d, 2.0, 6.0)
+    rays = _rays_down_z(16, 0.1)
     bg = jnp.zeros((16, 3))
     out = m.render_rays(rays, None, train=True, background=bg)
     mask = np.asarray(out["ray_mask"])[:, 0]
@@ -175,9 +180,7 @@ def test_s3im_ignores_the_rays_left_out_of_the_loss():
     from nerfkit.core.rays import Batch
     cfg = dataclasses.replace(SMALL, train_active_fraction=0.25, s3im_weight=1.0)
     m = cfg.build(INFO, nnx.Rngs(0))
-    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (64, 1))
-    d = jax.random.normal(jax.random.key(5), (64, 3)) * 0.1 + jnp.array([0.0, 0.0, -1.0])
-    rays = make_rays(o, d, 2.0, 6.0)
+    rays = _rays_down_z(64, 0.1)
     bg = jnp.zeros((64, 3))
     out = m.render_rays(rays, None, train=True, background=bg)
     kept = np.asarray(out["ray_mask"])[:, 0] > 0
@@ -202,13 +205,8 @@ def test_bounded_distortion_loss_packed_equals_full_and_matches_the_intervals():
     packed_cfg = dataclasses.replace(SMALL, train_active_fraction=0.5, distortion_loss_weight=0.01)
     full_cfg = dataclasses.replace(packed_cfg, train_active_fraction=1.0)
     m = packed_cfg.build(INFO, nnx.Rngs(0))
-    g = m.grid.get_value()
-    occ = np.zeros(g.occupied.shape, bool)
-    occ[2:6, 3:5, 3:5] = True
-    m.grid.set_value(g._replace(occupied=jnp.asarray(occ)))
-    o = jnp.tile(jnp.array([[0.0, 0.0, 4.0]]), (64, 1))
-    d = jax.random.normal(jax.random.key(5), (64, 3)) * 0.15 + jnp.array([0.0, 0.0, -1.0])
-    rays = make_rays(o, d, 2.0, 6.0)
+    _occupy_only(m, np.s_[2:6, 3:5, 3:5])
+    rays = _rays_down_z(64, 0.15)
     bg = jnp.zeros((64, 3))
     active = np.asarray(m.active_rays(rays))
     assert 0 < active.sum() <= 32
