@@ -10,7 +10,7 @@ resident memory is its own):
   (``peak_rss_mb_eval``; ``peak_rss_mb``: the larger of training's and evaluation's);
 * fern (``images_8``, every 8th view held out, NDC) for ``--minutes``: test PSNR.
 
-    python benchmarks/ngp.py --out ngp.json [--minutes 10] [--backends auto jax] [--skip-fern]
+    python benchmarks/ngp.py --out ngp.json [--minutes 10] [--backends auto jax] [--skip-fern | --skip-lego]
         [--keep-runs DIR]
 """
 
@@ -61,6 +61,7 @@ def main() -> None:
                          "results.lego, "
                          "the others results.lego_<backend>")
     ap.add_argument("--skip-fern", action="store_true")
+    ap.add_argument("--skip-lego", action="store_true", help="fern only")
     ap.add_argument("--keep-runs", default=None, help="keep the runs in this folder")
     ap.add_argument("--no-lpips", action="store_true",
                     help="skip LPIPS in the evaluations (PSNR and SSIM only)")
@@ -109,7 +110,7 @@ def main() -> None:
         return res, lego_rows
 
     rows = []
-    for i, backend in enumerate(args.backends):
+    for i, backend in enumerate([] if args.skip_lego else args.backends):
         res, lego_rows = lego_run(backend)
         results["lego" if i == 0 else f"lego_{backend}"] = res
         rows += lego_rows
@@ -131,8 +132,9 @@ def main() -> None:
                      "ssim": e["ssim"], "lpips": e.get("lpips"), "views": e["num_views"]})
 
     print_table(rows, ["scene", "minutes", "psnr", "ssim", "lpips", "views"])
-    print_table([{"what": k, "value": v} for k, v in results["lego"].items()
-                 if not k.startswith(("psnr_", "ssim_", "lpips_"))], ["what", "value"])
+    if "lego" in results:
+        print_table([{"what": k, "value": v} for k, v in results["lego"].items()
+                     if not k.startswith(("psnr_", "ssim_", "lpips_"))], ["what", "value"])
     out = {"benchmark": "ngp", "config": {"preset": "ngp", "extra_flags": args.extra,
                                           "backends": args.backends,
                                           "minutes": args.minutes, "marks": marks},
