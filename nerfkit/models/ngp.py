@@ -69,6 +69,10 @@ DT_MIN = 0.02
 APPEARANCE_DIM_UNBOUNDED = 16
 
 
+#: Rows of S3IM's pseudo-images (the official default).
+S3IM_PATCH_HEIGHT = 64
+
+
 @register_family
 @dataclasses.dataclass(frozen=True)
 class NGPConfig(ModelConfig):
@@ -362,6 +366,9 @@ class NGP(Model):
             "active_fraction": jnp.mean(active.astype(jnp.float32)),
             # Active rays beyond the slots were not rendered: leave them out of the loss.
             "ray_mask": (~(active & (pos >= slots)))[:, None].astype(jnp.float32),
+            # The rays the field rendered (S3IM's pseudo-patches are made of these).
+            "rendered_rays": take,
+            "rendered_valid": (src < b)[:, None].astype(jnp.float32),
         }
         if "distortion" in out:  # per rendered ray; empty slots (src == b) are dropped
             full["distortion"] = jnp.zeros_like(rays.far[:, 0]).at[src].set(
@@ -414,6 +421,8 @@ class NGP(Model):
                 full[k] = jnp.concatenate([v, rest[k]], axis=0)
             else:  # acc, weights, t_mid, s_starts, s_ends, distortion: zero if not marched
                 full[k] = jnp.concatenate([v, jnp.zeros((b - m, *v.shape[1:]), v.dtype)], 0)
+        full["rendered_rays"] = jnp.arange(m, dtype=jnp.int32)
+        full["rendered_valid"] = out["ray_mask"]
         return full
 
     def _render_unbounded(self, rays: Rays, key: Optional[jax.Array], n: int,
@@ -474,10 +483,18 @@ class NGP(Model):
     def loss(self, outputs, batch, key=None):
         total, metrics = super().loss(outputs, batch, key)
         if self.cfg.s3im_weight > 0:
-            pred = outputs["rgb"]
+            pred, target = outputs["rgb"], batch.rgb
             if "ray_mask" in outputs:  # rays left out of the loss (not rendered) match exactly
-                pred = jnp.where(outputs["ray_mask"] > 0, pred, batch.rgb)
-            s = losses.s3im(key, pred, batch.rgb)
+                pred = jnp.where(outputs["ray_mask"] > 0, pred, target)
+            idx = outputs.get("rendered_rays")
+            if idx is not None and idx.shape[0] >= S3IM_PATCH_HEIGHT:
+                # Pseudo-patches of the rendered rays only (the paper's batch): the packing
+                # renders a third of the batch, and the rest (background, or left out) would
+                # fill two thirds of every patch with exact matches. Empty slots match exactly.
+                idx = idx[:idx.shape[0] // S3IM_PATCH_HEIGHT * S3IM_PATCH_HEIGHT]
+                ok = outputs["rendered_valid"][:idx.shape[0]] > 0
+                pred, target = jnp.where(ok, pred[idx], target[idx]), target[idx]
+            s = losses.s3im(key, pred, target, patch_height=S3IM_PATCH_HEIGHT)
             total = total + self.cfg.s3im_weight * s
             metrics["s3im"] = s
         if self.cfg.distortion_loss_weight > 0 and "distortion" in outputs:  # [B], per ray

@@ -174,7 +174,8 @@ def test_rays_beyond_the_packing_slots_are_left_out_of_the_loss():
 
 def test_s3im_ignores_the_rays_left_out_of_the_loss():
     """Rays beyond the packing slots render the background, not their pixel: S3IM (like the MSE)
-    must not count them, or it trains towards the background where it saw nothing."""
+    must not count them, or it trains towards the background where it saw nothing. (Fewer than
+    64 slots: S3IM takes the whole batch, the left-out rays matching exactly.)"""
     import dataclasses
     from nerfkit.core import losses
     from nerfkit.core.rays import Batch
@@ -194,6 +195,30 @@ def test_s3im_ignores_the_rays_left_out_of_the_loss():
     np.testing.assert_allclose(float(metrics["s3im"]), float(ref), rtol=1e-6)
     unmasked = losses.s3im(key, out["rgb"], target)
     assert abs(float(unmasked) - float(ref)) > 1e-3  # the masking matters here
+
+
+def test_s3im_patches_are_made_of_the_rendered_rays():
+    """With at least 64 packed slots S3IM's pseudo-patches hold only the rays the field rendered
+    (the paper's batch), not the whole batch whose other rays match exactly."""
+    import dataclasses
+    from nerfkit.core import losses
+    from nerfkit.core.rays import Batch
+    cfg = dataclasses.replace(SMALL, train_active_fraction=0.25, s3im_weight=1.0)
+    m = cfg.build(INFO, nnx.Rngs(0))
+    down = _rays_down_z(256, 0.1)
+    flip = jnp.where((jnp.arange(256) % 2 == 1)[:, None], -1.0, 1.0)  # odd rays miss the box
+    rays = make_rays(down.origins, down.directions * flip, 2.0, 6.0)
+    bg = jnp.zeros((256, 3))
+    out = m.render_rays(rays, None, train=True, background=bg)
+    rendered = np.arange(0, 128, 2)  # 128 active rays, 64 slots: the first 64 in batch order
+    np.testing.assert_array_equal(np.asarray(out["rendered_rays"]), rendered)
+    target = jax.random.uniform(jax.random.key(6), (256, 3))
+    key = jax.random.key(7)
+    _, metrics = m.loss(out, Batch(rays, target, bg), key)
+    ref = losses.s3im(key, out["rgb"][rendered], target[rendered])
+    np.testing.assert_allclose(float(metrics["s3im"]), float(ref), rtol=1e-6)
+    whole = losses.s3im(key, jnp.where(out["ray_mask"] > 0, out["rgb"], target), target)
+    assert abs(float(whole) - float(ref)) > 1e-3
 
 
 def test_bounded_distortion_loss_packed_equals_full_and_matches_the_intervals():
