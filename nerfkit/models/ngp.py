@@ -491,10 +491,14 @@ class NGP(Model):
                 # Pseudo-patches of the rendered rays only (the paper's batch): the packing
                 # renders a third of the batch, and the rest (background, or left out) would
                 # fill two thirds of every patch with exact matches. Empty slots match exactly.
-                idx = idx[:idx.shape[0] // S3IM_PATCH_HEIGHT * S3IM_PATCH_HEIGHT]
-                ok = outputs["rendered_valid"][:idx.shape[0]] > 0
+                ok = outputs["rendered_valid"] > 0
                 pred, target = jnp.where(ok, pred[idx], target[idx]), target[idx]
-            s = losses.s3im(key, pred, target, patch_height=S3IM_PATCH_HEIGHT)
+            # Whole pseudo-image rows: the first multiple of 64 rays (the batch is shuffled);
+            # a batch under 64 rays is one row group of its own height.
+            n = pred.shape[0]
+            height = S3IM_PATCH_HEIGHT if n >= S3IM_PATCH_HEIGHT else n
+            n = n // height * height
+            s = losses.s3im(key, pred[:n], target[:n], patch_height=height)
             total = total + self.cfg.s3im_weight * s
             metrics["s3im"] = s
         if self.cfg.distortion_loss_weight > 0 and "distortion" in outputs:  # [B], per ray

@@ -221,6 +221,21 @@ def test_s3im_patches_are_made_of_the_rendered_rays():
     assert abs(float(whole) - float(ref)) > 1e-3
 
 
+def test_s3im_takes_any_batch_size():
+    """The preset's S3IM on a batch that is not a multiple of 64 rays: the first 64 (the batch is
+    shuffled); under 64 rays: one row group of the batch's height."""
+    import dataclasses
+    from nerfkit.core import losses
+    from nerfkit.core.rays import Batch
+    m = dataclasses.replace(SMALL, s3im_weight=1.0).build(INFO, nnx.Rngs(0))
+    key = jax.random.key(3)
+    for n, ref_rays, height in ((100, 64, 64), (40, 40, 40)):
+        pred, target = (jax.random.uniform(k, (n, 3)) for k in jax.random.split(key, 2))
+        _, metrics = m.loss({"rgb": pred}, Batch(None, target, None), key)
+        ref = losses.s3im(key, pred[:ref_rays], target[:ref_rays], patch_height=height)
+        np.testing.assert_allclose(float(metrics["s3im"]), float(ref), rtol=1e-6)
+
+
 def test_bounded_distortion_loss_packed_equals_full_and_matches_the_intervals():
     """The distortion loss on a bounded scene: the same per-ray values with and without the
     ray packing, and equal to mip-NeRF 360's eq. 15 on the samples' intervals in normalised t."""
