@@ -485,8 +485,6 @@ class NGP(Model):
         total, metrics = super().loss(outputs, batch, key)
         if self.cfg.s3im_weight > 0:
             pred, target = outputs["rgb"], batch.rgb
-            if "ray_mask" in outputs:  # rays left out of the loss (not rendered) match exactly
-                pred = jnp.where(outputs["ray_mask"] > 0, pred, target)
             idx = outputs.get("rendered_rays")
             if idx is not None and idx.shape[0] >= S3IM_PATCH_HEIGHT:
                 # Pseudo-patches of the rendered rays only (the paper's batch): the packing
@@ -494,6 +492,8 @@ class NGP(Model):
                 # fill two thirds of every patch with exact matches. Empty slots match exactly.
                 ok = outputs["rendered_valid"] > 0
                 pred, target = jnp.where(ok, pred[idx], target[idx]), target[idx]
+            elif "ray_mask" in outputs:  # rays left out of the loss (not rendered) match exactly
+                pred = jnp.where(outputs["ray_mask"] > 0, pred, target)
             # Whole pseudo-image rows: the first multiple of 64 rays (the batch is shuffled);
             # a batch under 64 rays is one row group of its own height.
             n = pred.shape[0]
