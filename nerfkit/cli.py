@@ -525,6 +525,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def entrypoint() -> None:
+    from nerfkit import xla_flags
+    xla_flags.use_huge_pages()  # re-executes the command with glibc's huge pages (~1.27x steps)
     sys.exit(main())
 
 

@@ -1,0 +1,82 @@
+"""glibc huge pages for XLA:CPU's buffers: ``nerfkit.xla_flags.use_huge_pages`` re-executes the
+process with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` where that applies, and the ``nerfkit``
+command does so before anything else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nerfkit import xla_flags
+
+TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+@pytest.fixture
+def thp(tmp_path, monkeypatch):
+    """A fake ``/sys/kernel/mm/transparent_hugepage/enabled`` and a glibc Linux."""
+    f = tmp_path / "enabled"
+    f.write_text("always [madvise] never\n")
+    monkeypatch.setattr(xla_flags, "_THP_ENABLED", f)
+    monkeypatch.setattr(xla_flags.sys, "platform", "linux")
+    monkeypatch.setattr(xla_flags.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    return f
+
+
+def test_environment_adds_the_tunable_and_keeps_the_others(thp):
+    assert xla_flags.huge_pages_environment({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": TUNABLE}
+    env = xla_flags.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=10"})
+    assert env == {"GLIBC_TUNABLES": f"glibc.malloc.tcache_count=10:{TUNABLE}"}
+
+
+def test_environment_leaves_alone_where_it_does_not_apply(thp, monkeypatch):
+    # Already set (either way): the user's choice stands; and no re-execution loop.
+    assert xla_flags.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+    assert xla_flags.huge_pages_environment({"GLIBC_TUNABLES": TUNABLE}) is None
+    assert xla_flags.huge_pages_environment({"NERFKIT_NO_HUGE_PAGES": "1"}) is None
+    thp.write_text("always madvise [never]\n")
+    assert xla_flags.huge_pages_environment({}) is None
+    thp.unlink()  # no transparent huge pages in this kernel
+    assert xla_flags.huge_pages_environment({}) is None
+    thp.write_text("[always] madvise never\n")
+    assert xla_flags.huge_pages_environment({}) is not None
+    monkeypatch.setattr(xla_flags.platform, "libc_ver", lambda: ("", ""))  # musl
+    assert xla_flags.huge_pages_environment({}) is None
+    monkeypatch.setattr(xla_flags.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(xla_flags.sys, "platform", "darwin")
+    assert xla_flags.huge_pages_environment({}) is None
+
+
+def _run(code: str, *args: str, **env: str) -> list[str]:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")}
+    out = subprocess.run([sys.executable, "-c", code, *args], env={**environ, **env},
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return out.splitlines()
+
+
+EXPECTED = (TUNABLE if xla_flags.huge_pages_environment(
+    {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")})
+    is not None else "None")
+
+
+def test_use_huge_pages_reexecutes_once_with_the_same_arguments():
+    """The process runs again from the start with the tunable (once: the second start finds it
+    set) and its own arguments; opting out leaves the environment as it was."""
+    code = ("import os, sys; print('start', flush=True); from nerfkit import xla_flags; "
+            "xla_flags.use_huge_pages(); print(os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+    lines = _run(code, "a", "b c")
+    if EXPECTED == "None":  # this machine has no glibc / no transparent huge pages
+        assert lines == ["start", "None ['a', 'b c']"]
+    else:
+        assert lines == ["start", "start", f"{TUNABLE} ['a', 'b c']"]
+    assert _run(code, "a", NERFKIT_NO_HUGE_PAGES="1") == ["start", "None ['a']"]
+
+
+def test_the_nerfkit_command_applies_it_before_main():
+    code = ("import os, nerfkit.cli as cli; "
+            "cli.main = lambda: print(os.environ.get('GLIBC_TUNABLES')) or 0; cli.entrypoint()")
+    assert _run(code) == [EXPECTED]
