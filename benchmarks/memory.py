@@ -10,6 +10,9 @@ Each measurement runs in its own process and reports that process's peak residen
   Issue 19 asks for this to stay under 2 GiB. With ``--before TREE`` the render is measured with
   that (older) source tree as well.
 
+Each is measured with glibc's huge pages (``nerfkit.xla_flags.use_huge_pages``, which the
+``nerfkit`` command applies) and without (``NERFKIT_NO_HUGE_PAGES=1``).
+
     python benchmarks/memory.py --run runs/lego-ngp --out memory.json [--before /tmp/old]
 """
 
@@ -31,6 +34,11 @@ LIMIT_MB = 2048.0
 
 RENDER_CHILD = r"""
 import json, sys, time
+try:
+    from nerfkit.xla_flags import use_huge_pages
+    use_huge_pages()  # as the nerfkit command does; NERFKIT_NO_HUGE_PAGES=1: without
+except ImportError:  # an older tree
+    pass
 from nerfkit.xla_flags import configure_cpu
 configure_cpu()
 import numpy as np
@@ -54,9 +62,12 @@ print(json.dumps({"seconds": times[-1], "first_seconds": times[0],
 """
 
 
-def run_child(args: list[str], tree: Path) -> tuple[float, float, str]:
+def run_child(args: list[str], tree: Path, huge_pages: bool = True) -> tuple[float, float, str]:
     """Runs ``python ARGS`` with ``tree`` on ``PYTHONPATH``: (wall s, peak RSS MiB, stdout)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {k: v for k, v in os.environ.items() if k != "NERFKIT_NO_HUGE_PAGES"}
+    env["PYTHONPATH"] = str(tree)
+    if not huge_pages:
+        env["NERFKIT_NO_HUGE_PAGES"] = "1"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], cwd=tree, env=env, stdout=subprocess.PIPE,
                             text=True)
@@ -79,18 +90,21 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     trees = [("after", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
-    for name, tree in trees:
-        _, rss, out = run_child(["-c", RENDER_CHILD, str(args.run.resolve()), str(args.size)], tree)
-        res = json.loads(out.strip().splitlines()[-1])
-        rows.append({"what": f"render {args.size}x{args.size}", "code": name, "peak_rss_mb": rss,
-                     "seconds": res["seconds"], "under_2gib": rss < LIMIT_MB})
-    wall, rss, _ = run_child(["-m", "nerfkit.cli", "train", args.preset, "--data", str(LEGO),
-                              "--downscale", "4", "--max-steps", str(args.train_steps),
-                              "--output", str(args.work / "train"), "--overwrite",
-                              "--no-final-eval"], ROOT)
-    rows.append({"what": f"train {args.preset} lego 200x200 ({args.train_steps} steps)",
-                 "code": "after", "peak_rss_mb": rss, "seconds": wall})
-    print_table(rows, ["what", "code", "peak_rss_mb", "seconds", "under_2gib"])
+    for huge in (True, False):
+        for name, tree in trees:
+            _, rss, out = run_child(["-c", RENDER_CHILD, str(args.run.resolve()), str(args.size)],
+                                    tree, huge)
+            res = json.loads(out.strip().splitlines()[-1])
+            rows.append({"what": f"render {args.size}x{args.size}", "code": name,
+                         "huge_pages": huge, "peak_rss_mb": rss, "seconds": res["seconds"],
+                         "under_2gib": rss < LIMIT_MB})
+        wall, rss, _ = run_child(["-m", "nerfkit.cli", "train", args.preset, "--data", str(LEGO),
+                                  "--downscale", "4", "--max-steps", str(args.train_steps),
+                                  "--output", str(args.work / "train"), "--overwrite",
+                                  "--no-final-eval"], ROOT, huge)
+        rows.append({"what": f"train {args.preset} lego 200x200 ({args.train_steps} steps)",
+                     "code": "after", "huge_pages": huge, "peak_rss_mb": rss, "seconds": wall})
+    print_table(rows, ["what", "code", "huge_pages", "peak_rss_mb", "seconds", "under_2gib"])
     write_json(args.out, "memory", {"run": str(args.run), "preset": args.preset,
                                     "train_steps": args.train_steps, "size": args.size},
                {"rows": rows, "limit_mb": LIMIT_MB})

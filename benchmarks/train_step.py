@@ -18,6 +18,13 @@ same trained state); the loss of the last step is reported too (same loss: same 
     python benchmarks/train_step.py --run runs/fern-ngp --variants \\
         'old={"batch_size": 4096, "train_active_fraction": 0.5}' \\
         'new={"batch_size": 6144, "train_active_fraction": 0.3333333333333333}'
+
+With ``--env NAME=VAR=VALUE ...`` instead, one tree and one setting, with and without environment
+variables (``default``: the environment as it is; each NAME adds its variable), e.g. glibc's huge
+pages (``nerfkit.xla_flags.use_huge_pages``, which the ``nerfkit`` command applies itself):
+
+    python benchmarks/train_step.py --run runs/lego-ngp --rounds 3 \\
+        --env huge_pages=GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 """
 
 from __future__ import annotations
@@ -63,8 +70,9 @@ print(json.dumps({"seconds_per_step": (time.perf_counter() - t0) / steps,
 """
 
 
-def one_round(tree: Path, run: str, steps: int, overrides: str = "{}") -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def one_round(tree: Path, run: str, steps: int, overrides: str = "{}",
+              extra_env: dict | None = None) -> dict:
+    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(tree)}
     # Both trees load this checkout's compiled kernel (a bare source tree has none).
     if (ROOT / "nerfkit" / "_ext").is_dir():
         env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
@@ -80,13 +88,26 @@ def main() -> None:
     ap.add_argument("--after", default=str(ROOT), help="source tree after (default: this one)")
     ap.add_argument("--variants", nargs="+", metavar="NAME=JSON",
                     help="model settings to compare instead of two trees (see the docstring)")
+    ap.add_argument("--env", nargs="+", metavar="NAME=VAR=VALUE",
+                    help="environment variables to compare instead (see the docstring)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="train_step.json")
     args = ap.parse_args()
-    if (args.before is None) == (args.variants is None):
-        ap.error("give either --before TREE or --variants NAME=JSON ...")
-    if args.variants:
+    if sum(x is not None for x in (args.before, args.variants, args.env)) != 1:
+        ap.error("give one of --before TREE, --variants NAME=JSON ..., --env NAME=VAR=VALUE ...")
+    envs: dict[str, dict] = {}
+    if args.env:
+        cases = {"default": (Path(args.after).resolve(), "{}")}
+        envs["default"] = {}
+        for v in args.env:
+            name, _, assign = v.partition("=")
+            var, eq, value = assign.partition("=")
+            if not (name and var and eq):
+                ap.error(f"--env {v!r}: not NAME=VAR=VALUE")
+            cases[name] = (Path(args.after).resolve(), "{}")
+            envs[name] = {var: value}
+    elif args.variants:
         cases = {}
         for v in args.variants:
             name, _, js = v.partition("=")
@@ -102,10 +123,11 @@ def main() -> None:
     losses: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, (tree, js) in cases.items():
-            r = one_round(tree, args.run, args.steps, js)
+            r = one_round(tree, args.run, args.steps, js, envs.get(name))
             times[name].append(r["seconds_per_step"])
             losses[name] = r["loss"]
     rows = [{"code": name, "tree": str(cases[name][0]), "settings": json.loads(cases[name][1]),
+             "env": envs.get(name, {}),
              "best_s": min(ts), "median_s": statistics.median(ts), "rounds": ts,
              "last_loss": losses[name]} for name, ts in times.items()]
     for r in rows:
@@ -113,7 +135,7 @@ def main() -> None:
     print_table(rows, ["code", "best_s", "median_s", "ratio_to_before", "last_loss"])
     write_json(args.out, "train_step",
                {"run": args.run, "steps": args.steps, "rounds": args.rounds,
-                "variants": args.variants}, {"rows": rows})
+                "variants": args.variants, "env": args.env}, {"rows": rows})
 
 
 if __name__ == "__main__":
