@@ -10,9 +10,10 @@ leave ``XLA_FLAGS`` untouched.
 ``use_huge_pages()`` re-executes the process (same command line, same PID) with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` added, so that glibc's malloc asks the kernel for
 transparent huge pages (``madvise``) on the large buffers XLA:CPU allocates at every call. On the
-development machine this made the ``ngp`` preset's training step ~1.27x faster (lego, median of
-three alternating runs, ``benchmarks/train_step.py --env``): fewer page faults and TLB misses on the
-step's ~100 MB of fresh intermediates. glibc reads its tunables only at start-up, hence the
+development machine this made the ``ngp`` preset's training step 1.21x faster (a trained lego
+run, best of three alternating rounds of 60 steps, ``benchmarks/train_step.py --env``), and a
+10-minute lego run trained 1.34x the steps: fewer page faults and TLB misses on the step's
+~100 MB of fresh intermediates. glibc reads its tunables only at start-up, hence the
 re-execution; the ``nerfkit`` command does it first thing. It does nothing off Linux/glibc, where
 the kernel's transparent huge pages are ``never``, when ``GLIBC_TUNABLES`` already sets
 ``glibc.malloc.hugetlb``, or with ``NERFKIT_NO_HUGE_PAGES=1``. Library users can set the variable
