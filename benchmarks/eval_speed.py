@@ -8,6 +8,8 @@ PSNR and the process's peak resident memory.
 
     python benchmarks/eval_speed.py --run runs/lego-ngp --before /tmp/nerfkit-old \\
         --out eval_speed.json
+
+Both trees use this checkout's compiled kernel (``NERFKIT_FFI_LIB_DIR``, unless already set).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def eval_with(tree: Path, run: Path, split: str) -> dict:
     """``nerfkit eval`` of ``run`` with the ``nerfkit`` package of ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    # Both trees load this checkout's compiled kernel: a bare source tree (git archive) has none
+    # and would evaluate with the pure-JAX encoding, which is not the change being measured.
+    if (ROOT / "nerfkit" / "_ext").is_dir():
+        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "nerfkit.cli", "eval", str(run), "--split",
                              split], cwd=tree, env=env)

@@ -66,6 +66,8 @@ def run_child(args: list[str], tree: Path, huge_pages: bool = True) -> tuple[flo
     """Runs ``python ARGS`` with ``tree`` on ``PYTHONPATH``: (wall s, peak RSS MiB, stdout)."""
     env = {k: v for k, v in os.environ.items() if k != "NERFKIT_NO_HUGE_PAGES"}
     env["PYTHONPATH"] = str(tree)
+    if (ROOT / "nerfkit" / "_ext").is_dir():  # a bare source tree has no compiled kernel
+        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
     if not huge_pages:
         env["NERFKIT_NO_HUGE_PAGES"] = "1"
     t0 = time.perf_counter()
