@@ -20,6 +20,10 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
+if __name__ == "__main__":  # python -m nerfkit.cli: restart with huge pages before importing JAX
+    from nerfkit import xla_flags as _xla_flags
+    _xla_flags.use_huge_pages()
+
 import tyro
 
 from nerfkit.engine.config import OptDataPath, OptInt, OptPath, OptStr

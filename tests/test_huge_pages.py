@@ -80,3 +80,27 @@ def test_the_nerfkit_command_applies_it_before_main():
     code = ("import os, nerfkit.cli as cli; "
             "cli.main = lambda: print(os.environ.get('GLIBC_TUNABLES')) or 0; cli.entrypoint()")
     assert _run(code) == [EXPECTED]
+
+
+def test_the_console_script_and_python_m_restart_before_importing_jax():
+    """``nerfkit`` (``nerfkit.__main__:main``) and ``python -m nerfkit.cli`` restart before the
+    CLI's imports (JAX: ~2 s that a restart after them would spend twice)."""
+    import tomllib
+    from pathlib import Path
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["nerfkit"] == "nerfkit.__main__:main"
+    code = ("import os, sys; print('jax' in sys.modules, flush=True); import nerfkit.cli as cli; "
+            "cli.entrypoint = lambda: print(os.environ.get('GLIBC_TUNABLES')); "
+            "import nerfkit.__main__ as m; m.main()")
+    lines = _run(code)
+    assert lines[-1] == EXPECTED and lines.count("False") == (2 if EXPECTED != "None" else 1)
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")}
+    # python -m nerfkit.cli: the module restarts at its top, before it imports JAX.
+    probe = ("import sys, runpy; sys.argv = ['nerfkit.cli', '--help']; "
+             "import nerfkit.xla_flags as x; real = x.use_huge_pages; "
+             "x.use_huge_pages = lambda: (print('jax loaded:', 'jax' in sys.modules), "
+             "sys.exit(0)); runpy.run_module('nerfkit.cli', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.splitlines() == ["jax loaded: False"]
