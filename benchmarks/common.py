@@ -32,6 +32,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+def tree_env(tree: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process that runs the ``nerfkit`` package of source ``tree``
+    (``base``, default ``os.environ``, with ``PYTHONPATH``). It loads this checkout's compiled
+    kernel (``NERFKIT_FFI_LIB_DIR``, unless already set): a bare source tree (``git archive``)
+    has none and would run the pure-JAX encoding, which is not the change being measured."""
+    env = {**(os.environ if base is None else base), "PYTHONPATH": str(tree)}
+    ext = Path(__file__).resolve().parents[1] / "nerfkit" / "_ext"
+    if ext.is_dir():
+        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ext))
+    return env
+
+
 def block(x):
     return jax.tree_util.tree_map(lambda a: a.block_until_ready() if hasattr(a, "block_until_ready") else a, x)
 

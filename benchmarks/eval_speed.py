@@ -22,18 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import print_table, write_json
+from common import print_table, tree_env, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def eval_with(tree: Path, run: Path, split: str) -> dict:
     """``nerfkit eval`` of ``run`` with the ``nerfkit`` package of ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    # Both trees load this checkout's compiled kernel: a bare source tree (git archive) has none
-    # and would evaluate with the pure-JAX encoding, which is not the change being measured.
-    if (ROOT / "nerfkit" / "_ext").is_dir():
-        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
+    env = tree_env(tree)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "nerfkit.cli", "eval", str(run), "--split",
                              split], cwd=tree, env=env)

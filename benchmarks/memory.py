@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import print_table, write_json
+from common import print_table, tree_env, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGO = ROOT.parent / "shared" / "datasets" / "nerf_synthetic" / "lego"
@@ -64,10 +64,7 @@ print(json.dumps({"seconds": times[-1], "first_seconds": times[0],
 
 def run_child(args: list[str], tree: Path, huge_pages: bool = True) -> tuple[float, float, str]:
     """Runs ``python ARGS`` with ``tree`` on ``PYTHONPATH``: (wall s, peak RSS MiB, stdout)."""
-    env = {k: v for k, v in os.environ.items() if k != "NERFKIT_NO_HUGE_PAGES"}
-    env["PYTHONPATH"] = str(tree)
-    if (ROOT / "nerfkit" / "_ext").is_dir():  # a bare source tree has no compiled kernel
-        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
+    env = tree_env(tree, {k: v for k, v in os.environ.items() if k != "NERFKIT_NO_HUGE_PAGES"})
     if not huge_pages:
         env["NERFKIT_NO_HUGE_PAGES"] = "1"
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import print_table, write_json
+from common import print_table, tree_env, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,10 +72,7 @@ print(json.dumps({"seconds_per_step": (time.perf_counter() - t0) / steps,
 
 def one_round(tree: Path, run: str, steps: int, overrides: str = "{}",
               extra_env: dict | None = None) -> dict:
-    env = {**os.environ, **(extra_env or {}), "PYTHONPATH": str(tree)}
-    # Both trees load this checkout's compiled kernel (a bare source tree has none).
-    if (ROOT / "nerfkit" / "_ext").is_dir():
-        env.setdefault("NERFKIT_FFI_LIB_DIR", str(ROOT / "nerfkit" / "_ext"))
+    env = tree_env(tree, {**os.environ, **(extra_env or {})})
     out = subprocess.run([sys.executable, "-c", CHILD, run, str(steps), overrides], env=env,
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
