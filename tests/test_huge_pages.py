@@ -50,17 +50,16 @@ def test_environment_leaves_alone_where_it_does_not_apply(thp, monkeypatch):
     assert xla_flags.huge_pages_environment({}) is None
 
 
+# This environment without the two variables: what the children below start from.
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")}
+EXPECTED = TUNABLE if xla_flags.huge_pages_environment(CLEAN_ENV) is not None else "None"
+
+
 def _run(code: str, *args: str, **env: str) -> list[str]:
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")}
-    out = subprocess.run([sys.executable, "-c", code, *args], env={**environ, **env},
+    out = subprocess.run([sys.executable, "-c", code, *args], env={**CLEAN_ENV, **env},
                          capture_output=True, text=True, timeout=120, check=True).stdout
     return out.splitlines()
-
-
-EXPECTED = (TUNABLE if xla_flags.huge_pages_environment(
-    {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")})
-    is not None else "None")
 
 
 def test_use_huge_pages_reexecutes_once_with_the_same_arguments():
@@ -94,13 +93,9 @@ def test_the_console_script_and_python_m_restart_before_importing_jax():
             "import nerfkit.__main__ as m; m.main()")
     lines = _run(code)
     assert lines[-1] == EXPECTED and lines.count("False") == (2 if EXPECTED != "None" else 1)
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("GLIBC_TUNABLES", "NERFKIT_NO_HUGE_PAGES")}
     # python -m nerfkit.cli: the module restarts at its top, before it imports JAX.
     probe = ("import sys, runpy; sys.argv = ['nerfkit.cli', '--help']; "
-             "import nerfkit.xla_flags as x; real = x.use_huge_pages; "
+             "import nerfkit.xla_flags as x; "
              "x.use_huge_pages = lambda: (print('jax loaded:', 'jax' in sys.modules), "
              "sys.exit(0)); runpy.run_module('nerfkit.cli', run_name='__main__')")
-    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True,
-                         text=True, timeout=120, check=True).stdout
-    assert out.splitlines() == ["jax loaded: False"]
+    assert _run(probe) == ["jax loaded: False"]
